@@ -1,0 +1,149 @@
+"""The contract between the traversal engine and whatever answers its questions.
+
+The engine never talks to a model directly. It hands an *answerer* batches of
+rendered prompts, one batch per sequential round, and reads back probabilities.
+Everything that answers — a script, an oracle, a person, a vision-language
+model — implements :class:`Answerer`.
+
+Three kinds of query exist:
+
+* :class:`YesNoQuery`  → :class:`YesNoAnswer`  (P(yes))
+* :class:`ChoiceQuery` → :class:`ChoiceAnswer` (a probability per option)
+* :class:`FollowUpQuery` → :class:`FollowUpAnswer` (one short word)
+
+Each query carries the id of the tree node that asked it and the artifacts the
+question leads to, so answerers that need to know *why* a question is asked
+(the oracle, the scripted answerer's recordings) need no access to the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """What an answerer may look at for one image.
+
+    ``image`` is what the VLM is shown (a PIL image, usually the super-resolved
+    image with the Grad-CAM box drawn in red); it is ``None`` for answerers
+    that need no pixels. ``facts`` carries what is already known about the
+    image (e.g. ``{"obj": "cat"}``, the true artifacts for the oracle).
+    """
+
+    image: Any = None
+    image_id: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class YesNoQuery:
+    node_id: str
+    prompt: str
+    # Catalogue names reachable through this question's if_yes branch for the
+    # current image's scope; lets an oracle answer as a perfect model would.
+    leads_to: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ChoiceQuery:
+    node_id: str
+    prompt: str
+    options: tuple[str, ...]
+    variable: str = ""  # the scope variable the choice binds, e.g. "obj"
+
+
+@dataclass(frozen=True)
+class FollowUpQuery:
+    node_id: str
+    prompt: str
+    # Words the answer must be one of (always including the withdraw word), or
+    # None for a free single word.
+    allowed: tuple[str, ...] | None = None
+    max_new_tokens: int = 4
+    artifact: str = ""
+
+
+@dataclass(frozen=True)
+class YesNoAnswer:
+    p_yes: float
+    # Probability mass the model put on any yes/no token; low mass means the
+    # model is not really answering yes/no. 1.0 for non-model answerers.
+    mass: float = 1.0
+    tokens: int = 0  # tokens processed for this question (beyond a cached prefix)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChoiceAnswer:
+    probs: dict[str, float]
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> str:
+        return max(self.probs, key=self.probs.__getitem__)
+
+
+@dataclass(frozen=True)
+class FollowUpAnswer:
+    text: str
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class AnswererStats:
+    """Counters an answerer keeps for the image being walked (reset by begin_image)."""
+
+    forward_passes: int = 0
+    tokens: int = 0
+    prefix_tokens: int = 0
+    prefix_seconds: float = 0.0
+    model_seconds: float = 0.0  # time inside model forward passes / generation
+
+
+@runtime_checkable
+class Answerer(Protocol):
+    """What the engine needs from an answerer.
+
+    Calls for one image are bracketed by :meth:`begin_image` / :meth:`end_image`
+    so a model can encode the image once and reuse it. Each ``*_batch`` call is
+    one round of the frontier: everything in it was ready at the same time and
+    may be computed together. Answers come back in query order.
+    """
+
+    name: str
+    stats: AnswererStats
+
+    def begin_image(self, context: ImageContext) -> None: ...
+
+    def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoAnswer]: ...
+
+    def choose(self, queries: Sequence[ChoiceQuery]) -> list[ChoiceAnswer]: ...
+
+    def follow_up(self, queries: Sequence[FollowUpQuery]) -> list[FollowUpAnswer]: ...
+
+    def end_image(self) -> None: ...
+
+
+class AnswererBase:
+    """Convenience base: no-op image bracketing and fresh stats per image."""
+
+    name = "base"
+
+    def __init__(self) -> None:
+        self.stats = AnswererStats()
+        self.context: ImageContext | None = None
+
+    def begin_image(self, context: ImageContext) -> None:
+        self.context = context
+        self.stats = AnswererStats()
+
+    def end_image(self) -> None:
+        self.context = None
+
+
+class AnswererError(RuntimeError):
+    """An answerer could not answer (bad script, missing model...). One line, user-facing."""
