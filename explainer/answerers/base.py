@@ -52,6 +52,8 @@ class ChoiceQuery:
     prompt: str
     options: tuple[str, ...]
     variable: str = ""  # the scope variable the choice binds, e.g. "obj"
+    # Per option, the catalogue names reachable by taking it (for the oracle).
+    leads_to: tuple[frozenset[str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class FollowUpQuery:
     allowed: tuple[str, ...] | None = None
     max_new_tokens: int = 4
     artifact: str = ""
+    withdraw: str = "none"  # the word that withdraws the finding
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Reading and writing checkpoint files, turning every failure into one line.
+
+Weights go to safetensors (no code execution on load); the small JSON next to
+them says how to rebuild the model; optimizer state goes to a ``.pt`` that only
+holds tensors and plain containers, so ``torch.load(weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from explainer.errors import UsageError
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    _require_file(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    _require_file(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        raise UsageError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
+
+
+def write_safetensors(path: str | Path, state: dict[str, torch.Tensor]) -> None:
+    # safetensors refuses shared or non-contiguous storage; clone to be safe.
+    save_file({k: v.detach().contiguous().clone().cpu() for k, v in state.items()}, str(path))
+
+
+def read_torch(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: a pickle cannot run code."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+
+
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """Strict load; a mismatch becomes one line naming the file and counting the problems."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+            )
+        raise UsageError(f"{path}: weights do not match {what}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,356 @@
+"""The traversal engine: walks one image through a compiled tree, a frontier at a time.
+
+Free nodes (switches, fan-outs, choices whose variable is already known) are
+expanded at once; every question that is then ready goes to the answerer in one
+batch per kind, and the answers open the next frontier. A round is one such
+step; the walk stops when no question is left or the step limit is reached.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+from explainer.answerers.base import (
+    Answerer,
+    ChoiceQuery,
+    FollowUpQuery,
+    ImageContext,
+    YesNoQuery,
+)
+from explainer.engine.events import (
+    AnswerInferred,
+    Event,
+    FindingMade,
+    FindingWithdrawn,
+    QuestionAnswered,
+    RoundFinished,
+    RoundStarted,
+    StepLimitReached,
+    WalkFinished,
+    WalkStarted,
+)
+from explainer.errors import UsageError
+from explainer.trees.compiler import CompiledTree, scope_key
+from explainer.trees.spec import NodeSpec, Target
+from explainer.trees.templates import render
+
+DEFAULT_MAX_STEPS = 2000
+
+
+@dataclass(eq=False)
+class _Group:
+    """An at_least_one branch: members being asked, and the last one held back."""
+
+    last: "_Item"
+    waiting: int
+    any_yes: bool = False
+
+
+@dataclass(eq=False)
+class _Item:
+    node_id: str
+    scope: dict[str, str]
+    group: _Group | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    artifact: str
+    explanation: str
+    node_id: str
+    region: str | None
+    detail: str | None
+    p_yes: float | None  # None when the answer was inferred
+    round: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class WalkResult:
+    tree: str
+    image_id: str
+    findings: list[Finding]
+    events: list[Event]
+    yes_no: int
+    choices: int
+    follow_ups: int
+    inferred: int
+    rounds: int
+    steps: int
+    seconds: float
+    truncated: bool
+    scope: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def artifacts(self) -> set[str]:
+        return {f.artifact for f in self.findings}
+
+    @property
+    def questions(self) -> list[QuestionAnswered]:
+        return [e for e in self.events if isinstance(e, QuestionAnswered)]
+
+    def to_dict(self, events: bool = True) -> dict[str, Any]:
+        out = {
+            "tree": self.tree,
+            "image_id": self.image_id,
+            "scope": self.scope,
+            "findings": [f.to_dict() for f in self.findings],
+            "counts": {
+                "yes_no": self.yes_no, "choices": self.choices, "follow_ups": self.follow_ups,
+                "inferred": self.inferred, "rounds": self.rounds, "steps": self.steps,
+            },
+            "seconds": self.seconds,
+            "truncated": self.truncated,
+        }
+        if events:
+            out["events"] = [e.to_dict() for e in self.events]
+        return out
+
+
+class _Walk:
+    """State of one walk. Methods append events to ``out``; the runner drains them."""
+
+    def __init__(self, tree: CompiledTree, answerer: Answerer, max_steps: int) -> None:
+        self.tree = tree
+        self.answerer = answerer
+        self.max_steps = max_steps
+        self.out: list[Event] = []
+        self.pending: list[_Item] = []
+        self.visited: set[tuple[str, tuple]] = set()
+        self.findings: list[Finding] = []
+        self.steps = 0
+        self.round = 0
+        self.counts = {"yes_no": 0, "choices": 0, "follow_ups": 0, "inferred": 0}
+        self.truncated = False
+        self.final_scope: dict[str, str] = {}
+        # artifacts found whose follow-up question is still to be asked
+        self.follow_ups: list[tuple[NodeSpec, dict[str, str], float | None]] = []
+
+    # -- helpers -----------------------------------------------------------------
+    def _render(self, node_id: str, field_name: str, scope: Mapping[str, Any]) -> str:
+        return render(self.tree.templates[(node_id, field_name)], scope)
+
+    def _enter(self, target: Target | None, scope: dict[str, str]) -> tuple[str, ...]:
+        if target is None:
+            return ()
+        if target.mode == "all":
+            self.pending.extend(_Item(i, scope) for i in target.ids)
+            return target.ids
+        members = [i for i in target.ids if self.tree.applies(i, scope)]
+        if not members:
+            return ()
+        *asked, last = members
+        if not asked:
+            self._infer(_Item(last, scope), "the question above said yes and this is the only applicable member of its group")
+            return (last,)
+        group = _Group(last=_Item(last, scope), waiting=len(asked))
+        self.pending.extend(_Item(i, scope, group) for i in asked)
+        return tuple(members)
+
+    def _claim(self, item: _Item) -> bool:
+        """Mark a node visited; False if it was already, or the step limit is hit."""
+        key = (item.node_id, scope_key(item.scope))
+        if key in self.visited or self.truncated:
+            return False
+        self.visited.add(key)
+        self.steps += 1
+        if self.steps > self.max_steps:
+            self.truncated = True
+            self.out.append(StepLimitReached(self.steps - 1, self.max_steps))
+            return False
+        return True
+
+    def _group_answer(self, group: _Group | None, yes: bool) -> None:
+        if group is None:
+            return
+        group.waiting -= 1
+        group.any_yes |= yes
+        if group.waiting == 0:
+            if group.any_yes:
+                self.pending.append(group.last)  # unknown: ask it in the next round
+            else:
+                self._infer(group.last, "the question above said yes and every other member of its group said no")
+
+    def _infer(self, item: _Item, reason: str) -> None:
+        if not self._claim(item):
+            return
+        node = self.tree.node(item.node_id)
+        scope = {**item.scope, **node.set}
+        self.counts["inferred"] += 1
+        branch = self._yes_branch(node, scope, p_yes=None)
+        self.out.append(AnswerInferred(self.round, node.id, self._render(node.id, "ask", scope), "yes", reason, branch))
+
+    def _yes_branch(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None) -> tuple[str, ...]:
+        if node.artifact:
+            self._found(node, scope, p_yes)
+            return (f"artifact:{node.artifact}",)
+        return self._enter(node.if_yes, scope)
+
+    def _found(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None) -> None:
+        if node.follow_up is not None:
+            self.follow_ups.append((node, scope, p_yes))
+        else:
+            self._record(node, scope, p_yes, None)
+
+    def _record(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None, detail: str | None) -> None:
+        assert node.artifact is not None
+        artifact = self.tree.catalogue[node.artifact]
+        ctx = {**scope, "artifact": artifact.name, "description": artifact.description}
+        if node.follow_up is not None:
+            ctx[node.follow_up.var] = detail or ""
+        if node.explain is not None:
+            text = self._render(node.id, "explain", ctx)
+        else:
+            text = artifact.description[:1].upper() + artifact.description[1:]
+            text += f" ({detail})." if detail else "."
+        finding = Finding(artifact.name, text, node.id, scope.get("region"), detail, p_yes, self.round)
+        self.findings.append(finding)
+        self.out.append(FindingMade(self.round, node.id, artifact.name, text, finding.region, detail, p_yes))
+
+    # -- the frontier ----------------------------------------------------------------
+    def expand(self) -> tuple[list, list, list]:
+        """Expand free nodes; return the questions ready now (yes/no, choice, follow-up)."""
+        yes_no: list[tuple[_Item, NodeSpec, dict]] = []
+        choices: list[tuple[_Item, NodeSpec, dict]] = []
+        while self.pending:
+            item = self.pending.pop(0)
+            if not self.tree.applies(item.node_id, item.scope) or not self._claim(item):
+                self._group_answer(item.group, True)  # unknown: never infer past a skipped member
+                continue
+            node = self.tree.node(item.node_id)
+            scope = {**item.scope, **node.set}
+            self.final_scope.update({k: v for k, v in scope.items() if k in ("obj", "kind")})
+            if node.kind == "ask":
+                yes_no.append((item, node, scope))
+            elif node.kind == "choose":
+                if node.sets and node.sets in scope:
+                    target = node.options.get(scope[node.sets])
+                    self._enter(target, scope)
+                else:
+                    choices.append((item, node, scope))
+            elif node.kind == "switch":
+                for target in self.tree.switch_targets(node, scope):
+                    self._enter(target, scope)
+            elif node.kind == "all":
+                self._enter(node.then, scope)
+            elif node.kind == "artifact":
+                self._found(node, scope, None)
+        follow_ups, self.follow_ups = self.follow_ups, []
+        return yes_no, choices, follow_ups
+
+    def ask(self, yes_no: list, choices: list, follow_ups: list) -> None:
+        ans = self.answerer
+        if choices:
+            queries = [ChoiceQuery(n.id, self._render(n.id, "choose", s), tuple(n.options), n.sets or "",
+                                   self.tree.option_leads_to(n, s)) for _, n, s in choices]
+            answers = ans.choose(queries)
+            for (item, node, scope), q, a in zip(choices, queries, answers):
+                self.counts["choices"] += 1
+                option = a.best
+                child = dict(scope)
+                if node.sets:
+                    child[node.sets] = option
+                    self.final_scope[node.sets] = option
+                branch = self._enter(node.options[option], child)
+                self.out.append(QuestionAnswered(self.round, node.id, "choice", q.prompt, option, probs=dict(a.probs),
+                                                 branch=branch, tokens=a.tokens, seconds=a.seconds))
+        if yes_no:
+            queries = []
+            for _, n, s in yes_no:
+                leads = frozenset({n.artifact}) if n.artifact else self.tree.leads_to(n.if_yes.ids if n.if_yes else (), s)
+                queries.append(YesNoQuery(n.id, self._render(n.id, "ask", s), leads))
+            answers = ans.yes_no(queries)
+            for (item, node, scope), q, a in zip(yes_no, queries, answers):
+                self.counts["yes_no"] += 1
+                threshold = node.threshold if node.threshold is not None else self.tree.spec.threshold
+                yes = a.p_yes >= threshold
+                if yes:
+                    branch = self._yes_branch(node, scope, a.p_yes)
+                else:
+                    branch = self._enter(node.if_no, scope)
+                self.out.append(QuestionAnswered(self.round, node.id, "yes_no", q.prompt, "yes" if yes else "no",
+                                                 p_yes=a.p_yes, threshold=threshold, mass=a.mass, branch=branch,
+                                                 tokens=a.tokens, seconds=a.seconds))
+                self._group_answer(item.group, yes)
+        if follow_ups:
+            queries = []
+            for node, scope, _ in follow_ups:
+                artifact = self.tree.catalogue[node.artifact]
+                ctx = {**scope, "artifact": artifact.name, "description": artifact.description}
+                fu = node.follow_up
+                allowed = None if fu.allowed is None else tuple(dict.fromkeys((*fu.allowed, fu.withdraw)))
+                queries.append(FollowUpQuery(node.id, self._render(node.id, "follow_up", ctx), allowed,
+                                             artifact=artifact.name, withdraw=fu.withdraw))
+            answers = ans.follow_up(queries)
+            for (node, scope, p_yes), q, a in zip(follow_ups, queries, answers):
+                self.counts["follow_ups"] += 1
+                word = a.text.strip().lower()
+                self.out.append(QuestionAnswered(self.round, node.id, "follow_up", q.prompt, word,
+                                                 tokens=a.tokens, seconds=a.seconds))
+                if word == node.follow_up.withdraw:
+                    self.out.append(FindingWithdrawn(self.round, node.id, node.artifact, word))
+                else:
+                    self._record(node, scope, p_yes, word)
+
+
+class TreeRunner:
+    """Walks images through one compiled tree with one answerer (LangGraph-style runner)."""
+
+    def __init__(self, tree: CompiledTree, answerer: Answerer, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+        self.tree = tree
+        self.answerer = answerer
+        self.max_steps = max_steps
+
+    def check_scope(self, scope: Mapping[str, str]) -> None:
+        obj = scope.get("obj")
+        if obj is not None and self.tree.classes and obj not in self.tree.classes:
+            raise UsageError(f"class '{obj}' is not one of the tree's classes ({', '.join(self.tree.classes)})")
+
+    def stream(self, context: ImageContext | None = None, scope: Mapping[str, str] | None = None) -> Iterator[Event]:
+        """Yield the walk's events as they happen; the last one is :class:`WalkFinished`."""
+        context = context or ImageContext()
+        given = dict(scope or {})
+        self.check_scope(given)
+        start_scope = {**self.tree.base_scope(), **given}
+        walk = _Walk(self.tree, self.answerer, self.max_steps)
+        walk.final_scope.update({k: v for k, v in given.items()})
+        started = time.perf_counter()
+        yield WalkStarted(self.tree.name, context.image_id, dict(given))
+        walk.pending.append(_Item(self.tree.start, start_scope))
+        self.answerer.begin_image(context)
+        try:
+            while True:
+                yes_no, choices, follow_ups = walk.expand()
+                yield from walk.out
+                walk.out.clear()
+                if not (yes_no or choices or follow_ups):
+                    break
+                walk.round += 1
+                round_start = time.perf_counter()
+                yield RoundStarted(walk.round, len(yes_no), len(choices), len(follow_ups))
+                walk.ask(yes_no, choices, follow_ups)
+                yield from walk.out
+                walk.out.clear()
+                yield RoundFinished(walk.round, time.perf_counter() - round_start)
+        finally:
+            self.answerer.end_image()
+        c = walk.counts
+        yield WalkFinished(tuple(f.artifact for f in walk.findings), c["yes_no"], c["choices"], c["follow_ups"],
+                           c["inferred"], walk.round, walk.steps, time.perf_counter() - started, walk.truncated,
+                           dict(walk.final_scope))
+        self._last_findings = walk.findings
+
+    def run(self, context: ImageContext | None = None, scope: Mapping[str, str] | None = None) -> WalkResult:
+        events = list(self.stream(context, scope))
+        done = events[-1]
+        assert isinstance(done, WalkFinished)
+        return WalkResult(
+            tree=self.tree.name, image_id=(context.image_id if context else ""), findings=list(self._last_findings),
+            events=events, yes_no=done.yes_no, choices=done.choices, follow_ups=done.follow_ups,
+            inferred=done.inferred, rounds=done.rounds, steps=done.steps, seconds=done.seconds,
+            truncated=done.truncated, scope=done.scope,
+        )

@@ -1,0 +1,190 @@
+"""``explain tree validate|show|walk|stats|schema``: commands for people who write trees."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from explainer.errors import UsageError
+from explainer.trees import TreeError, compile_tree
+from explainer.trees.compiler import CompiledTree
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _compile(path: str) -> CompiledTree:
+    if not Path(path).exists():
+        raise UsageError(f"{path}: file not found")
+    return compile_tree(path)
+
+
+def _print_tree_error(exc: TreeError) -> int:
+    for problem in exc.problems:
+        print(str(problem), file=sys.stderr)
+    n = len(exc.problems)
+    print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+    return 2
+
+
+# -- validate ------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    worst = 0
+    for path in args.paths:
+        try:
+            tree = _compile(path)
+        except TreeError as exc:
+            worst = max(worst, _print_tree_error(exc))
+            continue
+        except UsageError as exc:
+            print(str(exc), file=sys.stderr)
+            worst = 2
+            continue
+        covered = len(tree.artifacts())
+        print(f"{path}: ok ({len(tree.spec.nodes)} nodes, {covered} of {len(tree.catalogue)} catalogue artifacts, "
+              f"{len(tree.spec.files)} file{'s' if len(tree.spec.files) != 1 else ''})")
+    return worst
+
+
+# -- show ------------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    from explainer.trees.render import to_dot, to_mermaid, to_rich
+
+    try:
+        tree = _compile(args.path)
+    except TreeError as exc:
+        return _print_tree_error(exc)
+    if args.format == "mermaid":
+        sys.stdout.write(to_mermaid(tree))
+    elif args.format == "dot":
+        sys.stdout.write(to_dot(tree))
+    else:
+        _out.print(to_rich(tree))
+    return 0
+
+
+# -- walk ------------------------------------------------------------------------------
+def cmd_walk(args: argparse.Namespace) -> int:
+    from explainer.answerers.interactive import InteractiveAnswerer
+    from explainer.answerers.scripted import ScriptedAnswerer
+    from explainer.engine import AnswerInferred, FindingMade, FindingWithdrawn, QuestionAnswered, TreeRunner
+
+    try:
+        tree = _compile(args.path)
+    except TreeError as exc:
+        return _print_tree_error(exc)
+    answerer = ScriptedAnswerer.from_file(args.answers) if args.answers else InteractiveAnswerer()
+    scope = {}
+    if args.obj:
+        scope["obj"] = args.obj
+    if args.region:
+        scope["region"] = args.region
+    runner = TreeRunner(tree, answerer, max_steps=args.max_steps)
+    result = runner.run(scope=scope)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    for ev in result.events:
+        if isinstance(ev, QuestionAnswered):
+            detail = f"P(yes)={ev.p_yes:.2f}" if ev.p_yes is not None else ev.kind
+            _out.print(f"[dim]round {ev.round}[/] {ev.node_id}: {ev.prompt} → [bold]{ev.answer}[/] [dim]({detail})[/]")
+        elif isinstance(ev, AnswerInferred):
+            _out.print(f"[dim]round {ev.round}[/] {ev.node_id}: [bold]yes[/] [dim](inferred: {ev.reason})[/]")
+        elif isinstance(ev, FindingWithdrawn):
+            _out.print(f"[yellow]withdrawn[/] {ev.artifact} (answer '{ev.answer}')")
+    _out.print()
+    if result.findings:
+        _out.print(f"[bold]Artifacts found ({len(result.findings)}):[/]")
+        for f in result.findings:
+            _out.print(f"  • [green]{f.artifact}[/]: {f.explanation}")
+    else:
+        _out.print("[bold]No artifacts found.[/]")
+    _out.print(f"[dim]{result.yes_no} yes/no questions, {result.choices} choices, {result.follow_ups} follow-ups, "
+               f"{result.inferred} inferred, {result.rounds} rounds[/]")
+    if result.truncated:
+        _err.print(f"[red]stopped after {args.max_steps} steps (step limit)[/]")
+        return 1
+    return 0
+
+
+# -- stats -----------------------------------------------------------------------------
+def cmd_stats(args: argparse.Namespace) -> int:
+    from explainer.trees.stats import load_priors, tree_stats
+
+    try:
+        tree = _compile(args.path)
+    except TreeError as exc:
+        return _print_tree_error(exc)
+    if args.p_artifact is not None and not 0.0 < args.p_artifact < 1.0:
+        raise UsageError(f"--p-artifact must be between 0 and 1, not {args.p_artifact}")
+    if args.samples < 2:
+        raise UsageError("--samples must be at least 2")
+    priors = load_priors(args.priors, tree) if args.priors else None
+    stats = tree_stats(tree, p=args.p_artifact, priors=priors, samples=args.samples, seed=args.seed)
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2))
+        return 0
+    table = Table(title=f"{stats.tree}: cost per image (p = {stats.p_artifact:.3f} per applicable artifact, "
+                        f"{stats.samples} oracle walks per class and region)")
+    for col in ("class", "artifacts reachable", "longest path", "yes/no questions", "follow-ups",
+                "rounds (mean / max)", "entropy floor (bits)", "questions / floor"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for c in stats.classes:
+        table.add_row(c.name, str(c.artifacts_reachable), str(c.longest_path), f"{c.yes_no:.2f} ± {c.yes_no_se:.2f}",
+                      f"{c.follow_ups:.2f}", f"{c.rounds:.2f} / {c.max_rounds}", f"{c.entropy_bits:.2f}",
+                      f"{c.ratio_to_floor:.2f}")
+    mean_q, mean_h = stats.mean("yes_no"), stats.mean("entropy_bits")
+    table.add_row("[bold]mean[/]", "", "", f"[bold]{mean_q:.2f}[/]", f"{stats.mean('follow_ups'):.2f}",
+                  f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)}", f"{mean_h:.2f}",
+                  f"[bold]{mean_q / mean_h:.2f}[/]")
+    _out.print(table)
+    _out.print(f"Direct prompting asks {stats.direct_questions} questions in {stats.direct_questions} rounds. "
+               f"Catalogue covered: {stats.catalogue_covered} of {stats.catalogue_size}.")
+    return 0
+
+
+# -- schema ------------------------------------------------------------------------------
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(resources.files("explainer").joinpath("schema/question-tree.schema.json").read_text(encoding="utf-8"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check trees; exit 0 when valid, 2 with every problem otherwise")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("show", help="print a tree (rich text, Mermaid or Graphviz dot)")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("walk", help="walk a tree with scripted or interactive answers")
+    p.add_argument("path", metavar="PATH")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--answers", metavar="FILE", help="YAML/JSON answers by node id")
+    how.add_argument("--interactive", action="store_true", help="answer each question in the terminal")
+    p.add_argument("--class", dest="obj", metavar="NAME", help="the image's class (skips the class question)")
+    p.add_argument("--region", metavar="NAME", help="the region (skips the region question)")
+    p.add_argument("--max-steps", type=int, default=2000, help="stop a runaway walk after this many nodes")
+    p.add_argument("--json", action="store_true", help="print the full event trace as JSON")
+    p.set_defaults(func=cmd_walk)
+
+    p = sub.add_parser("stats", help="questions, follow-ups and rounds per image, beside the entropy floor")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--p-artifact", type=float, default=None,
+                   help="probability of each applicable artifact (default: 2.4 artifacts per image on average)")
+    p.add_argument("--priors", metavar="FILE", help="YAML/JSON: catalogue name -> probability (overrides --p-artifact)")
+    p.add_argument("--samples", type=int, default=400, help="oracle walks per class and region (default 400)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the tree language (for editors)")
+    p.set_defaults(func=cmd_schema)

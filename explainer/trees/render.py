@@ -1,0 +1,81 @@
+"""A compiled tree as something to look at: a rich tree, Mermaid, or Graphviz dot."""
+
+from __future__ import annotations
+
+from rich.tree import Tree as RichTree
+
+from explainer.trees.compiler import CompiledTree
+
+_EDGE_LABEL = {"yes": "yes", "no": "no", "all": "", "option": "{label}", "case": "{label}"}
+
+
+def _title(tree: CompiledTree, node_id: str) -> str:
+    node = tree.node(node_id)
+    if node.kind == "ask":
+        text = node.label or (node.prompt or "").replace("{{ intro }}", "").replace("{{ yn }}", "").strip()
+        text = text if len(text) <= 90 else text[:87] + "..."
+        return f"? {text}" + (f" -> [{node.artifact}]" if node.artifact else "")
+    if node.kind == "choose":
+        return f"choose {node.sets or ''}: {node.label or node.id}".replace(":  ", ": ")
+    if node.kind == "switch":
+        return f"switch on {node.on}"
+    if node.kind == "all":
+        return node.label or node.id
+    return f"[{node.artifact}]"
+
+
+def to_rich(tree: CompiledTree) -> RichTree:
+    """Nested view from the start node; a node shown once is referenced after that (the graph is a DAG)."""
+    root = RichTree(f"[bold]{tree.name}[/] ({len(tree.spec.nodes)} nodes, {len(tree.artifacts())} artifacts)")
+    shown: set[str] = set()
+
+    def add(parent: RichTree, node_id: str, via: str) -> None:
+        node = tree.node(node_id)
+        prefix = f"[dim]{via}[/] " if via else ""
+        extra = f" [dim](only {', '.join(node.applies_to)})[/]" if node.applies_to else ""
+        if node_id in shown:
+            parent.add(f"{prefix}[dim]→ {node_id} (see above)[/]")
+            return
+        shown.add(node_id)
+        style = {"ask": "", "choose": "cyan", "switch": "magenta", "all": "bold", "artifact": "green"}[node.kind]
+        label = _title(tree, node_id).replace("[", "\\[")
+        branch = parent.add(f"{prefix}[{style}]{label}[/]{extra}" if style else f"{prefix}{label}{extra}")
+        for _, child, data in tree.graph.out_edges(node_id, data=True):
+            label = data["label"] if data["kind"] in ("option", "case") else data["kind"] if data["kind"] in ("yes", "no") else ""
+            if data.get("mode") == "at_least_one":
+                label = "yes (≥1)"
+            add(branch, child, label)
+
+    add(root, tree.start, "")
+    return root
+
+
+def _quote(text: str) -> str:
+    return text.replace('"', "'")
+
+
+def to_mermaid(tree: CompiledTree) -> str:
+    lines = ["flowchart TD"]
+    ids = {n: f"n{i}" for i, n in enumerate(tree.spec.nodes)}
+    for node_id, node in tree.spec.nodes.items():
+        text = _quote(_title(tree, node_id))
+        shape = ("{{\"%s\"}}" if node.kind in ("choose", "switch") else "[\"%s\"]") % text
+        lines.append(f"  {ids[node_id]}{shape}")
+    for a, b, data in tree.graph.edges(data=True):
+        label = data["label"] or ("yes" if data["kind"] == "yes" else "")
+        if data.get("mode") == "at_least_one":
+            label = "yes, at least one"
+        lines.append(f"  {ids[a]} -->|{_quote(label)}| {ids[b]}" if label else f"  {ids[a]} --> {ids[b]}")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(tree: CompiledTree) -> str:
+    lines = [f'digraph "{_quote(tree.name)}" {{', "  rankdir=LR;", "  node [fontname=Helvetica, fontsize=10];"]
+    shapes = {"ask": "box", "choose": "diamond", "switch": "diamond", "all": "oval", "artifact": "note"}
+    for node_id, node in tree.spec.nodes.items():
+        lines.append(f'  "{node_id}" [shape={shapes[node.kind]}, label="{_quote(_title(tree, node_id))}"];')
+    for a, b, data in tree.graph.edges(data=True):
+        label = data["label"] or ("yes" if data["kind"] == "yes" else "")
+        lines.append(f'  "{a}" -> "{b}"' + (f' [label="{_quote(label)}"];' if label else ";"))
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,98 @@
+"""Typed specification of a question tree: what the YAML says, checked for shape.
+
+The parser (parse.py) builds these from YAML; the compiler (compiler.py) checks
+how they fit together and turns them into a graph. Every object remembers the
+file and line it came from so later checks can point at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int
+    path: tuple
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a branch goes: one node, several (visited together), or a group known to hold a finding.
+
+    ``mode == "at_least_one"``: the branch is taken only when the question
+    above said yes, so at least one member must lead to a finding. Every
+    applicable member but the last is asked; if they all say no, the last is
+    taken as yes without asking it.
+    """
+
+    ids: tuple[str, ...]
+    mode: str  # "all" | "at_least_one"
+    where: Where
+
+
+@dataclass(frozen=True)
+class FollowUpSpec:
+    prompt: str
+    var: str
+    allowed: tuple[str, ...] | None
+    withdraw: str
+    where: Where
+
+
+@dataclass
+class NodeSpec:
+    id: str
+    kind: str  # ask | choose | switch | all | artifact
+    where: Where
+    label: str | None = None
+    applies_to: tuple[str, ...] | None = None
+    set: dict[str, str] = field(default_factory=dict)
+    # ask
+    prompt: str | None = None
+    if_yes: Target | None = None
+    if_no: Target | None = None
+    threshold: float | None = None
+    # choose
+    options: dict[str, Target | None] = field(default_factory=dict)
+    sets: str | None = None
+    # switch
+    on: str | None = None
+    cases: dict[str, Target] = field(default_factory=dict)
+    default: Target | None = None
+    # all
+    then: Target | None = None
+    # artifact (a leaf, or inline on an ask node: found when the answer is yes)
+    artifact: str | None = None
+    explain: str | None = None
+    follow_up: FollowUpSpec | None = None
+    # where each field's value sits, for error messages
+    field_where: dict[str, Where] = field(default_factory=dict)
+
+    def at(self, name: str) -> Where:
+        return self.field_where.get(name, self.where)
+
+    @property
+    def asks_model(self) -> bool:
+        return self.kind in ("ask", "choose")
+
+
+@dataclass
+class TreeSpec:
+    name: str
+    description: str
+    file: str
+    start: str | None
+    classes: tuple[str, ...]
+    groups: dict[str, tuple[str, ...]]
+    vars: dict[str, str]
+    threshold: float
+    nodes: dict[str, NodeSpec]
+    catalogue_path: str | None
+    files: tuple[str, ...]  # the main file and every included file
+    where: dict[str, Where] = field(default_factory=dict)  # top-level keys
+    # ids of nodes that failed to parse: references to them are not reported again
+    broken: set[str] = field(default_factory=set)
+    # a file failed to load: nodes it defines are unknown, so references are not checked
+    incomplete: bool = False

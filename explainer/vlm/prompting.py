@@ -1,0 +1,95 @@
+"""The model's own chat template, split into a shared prefix and a per-question suffix.
+
+The user turn is ``[image, question text]``. Everything before the question
+text (system turn, role header, image placeholder) is the same for every
+question about an image, so it is encoded once (see ``prefix_cache``); each
+question then only processes its *suffix*: the question text plus the rest of
+the template through the generation prompt.
+
+Token ids of the suffix are taken from the tokenisation of the whole prompt
+(``ids(full)[len(ids(prefix)):]``), never from tokenising the suffix alone:
+SentencePiece and BPE tokenisers treat the start of a string specially (a
+leading "▁", merges across the boundary), and only the in-context ids are
+the ones the plain path sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_SENTINEL = "\u2063QUESTION\u2063"  # invisible separator: never in a real question
+
+
+def user_messages(question: str, answer: str | None = None) -> list[dict]:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+class PromptSplitError(ValueError):
+    """The template cannot be split at the question (then the answerer uses the plain path)."""
+
+
+@dataclass
+class ChatLayout:
+    """Renders prompts with a processor's chat template and splits them at the question."""
+
+    processor: object
+    prefix_text: str = ""
+    # Text the template puts between the generation prompt and the answer (" " for SmolVLM/LLaVA).
+    answer_lead: str = ""
+
+    def __post_init__(self) -> None:
+        probe = self.render(_SENTINEL)
+        at = probe.find(_SENTINEL)
+        if at < 0:
+            raise PromptSplitError("the chat template does not show the question text verbatim")
+        self.prefix_text = probe[:at]
+        self.answer_lead = self._answer_lead()
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def render(self, question: str, answer: str | None = None) -> str:
+        return self.processor.apply_chat_template(
+            user_messages(question, answer), add_generation_prompt=answer is None, tokenize=False
+        )
+
+    def _answer_lead(self) -> str:
+        gen = self.render(_SENTINEL)
+        turn = self.render(_SENTINEL, answer="Yes")
+        if not turn.startswith(gen):
+            # Some templates write the assistant header differently when an answer follows.
+            return ""
+        rest = turn[len(gen) :]
+        at = rest.find("Yes")
+        return rest[:at] if at >= 0 else ""
+
+    # -- token ids ------------------------------------------------------------------
+
+    def ids(self, text: str) -> list[int]:
+        # The same special-token handling the processor applies to the prompt (e.g. LLaVA's BOS).
+        return list(self.tokenizer(text)["input_ids"])
+
+    def suffix_ids(self, question: str, prefix_raw_ids: list[int]) -> list[int]:
+        """Ids of everything after the prefix, as they appear in the whole prompt's tokenisation."""
+        full = self.render(question)
+        if not full.startswith(self.prefix_text):
+            raise PromptSplitError("the rendered prompt does not start with the shared prefix")
+        ids = self.ids(full)
+        n = len(prefix_raw_ids)
+        if ids[:n] != prefix_raw_ids:
+            raise PromptSplitError("the prefix tokens merge with the question's first tokens")
+        return ids[n:]
+
+    def answer_ids(self, question: str, answer: str) -> list[int]:
+        """Ids of ``answer`` as the model would write it after this question's prompt."""
+        prompt = self.render(question)
+        base = self.ids(prompt)
+        ids = self.ids(prompt + self.answer_lead + answer)
+        if ids[: len(base)] == base and len(ids) > len(base):
+            return ids[len(base) :]
+        # The answer merged with the prompt's last token: fall back to the answer alone.
+        return list(self.tokenizer(self.answer_lead + answer, add_special_tokens=False)["input_ids"])

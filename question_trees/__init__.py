@@ -1,0 +1,1 @@
+"""Question trees shipped with explainer (YAML data; see docs/question-trees.md)."""
