@@ -45,11 +45,13 @@ def list_split(data_dir: str | Path, split: str) -> list[tuple[Path, int]]:
     split_dir = _find_dir(root, split.upper())
     if split_dir is None:
         raise UsageError(f"{root}: no '{split}' folder (expected the CIFAKE layout {split}/REAL, {split}/FAKE)")
-    items: list[tuple[Path, int]] = []
-    for name, label in CLASS_DIRS.items():
-        folder = _find_dir(split_dir, name)
+    folders = {name: _find_dir(split_dir, name) for name in CLASS_DIRS}
+    for name, folder in folders.items():
         if folder is None:
             raise UsageError(f"{split_dir}: no {name} folder (expected {split}/REAL and {split}/FAKE)")
+    items: list[tuple[Path, int]] = []
+    for name, label in CLASS_DIRS.items():
+        folder = folders[name]
         files = list_images(folder)
         if not files:
             raise UsageError(f"{folder}: no images")

@@ -26,7 +26,7 @@ from detectors.classifier import (
     load_classifier,
     save_classifier,
 )
-from detectors.data import SRPairs, has_split, load_split
+from detectors.data import SRPairs, has_split, list_split, load_split
 from detectors.evaluate import predict, prepare_batch
 from detectors.fgsm import DEFAULT_EPS, fgsm
 from detectors.metrics import binary_metrics
@@ -67,6 +67,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
     if not 0.0 <= cfg.fgsm_eps <= 1.0:
         raise UsageError(f"--fgsm-eps {cfg.fgsm_eps}: must be in [0, 1] (pixel scale)")
     out = Path(cfg.out_dir)
+    list_split(cfg.data_dir, "train")  # fail on a bad folder before building anything
     torch.manual_seed(cfg.seed)
     history: list[dict[str, Any]] = []
     if cfg.resume:

@@ -75,7 +75,7 @@ def load_pair(image_path: Path, mask_path: Path, size: int) -> tuple[np.ndarray,
 
 def to_tensor_image(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 -> float 3 x H x W in [-1, 1] (pix2pix's input range)."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 @dataclass(frozen=True)

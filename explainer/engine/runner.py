@@ -159,8 +159,9 @@ class _Walk:
         self.visited.add(key)
         self.steps += 1
         if self.steps > self.max_steps:
+            self.steps -= 1
             self.truncated = True
-            self.out.append(StepLimitReached(self.steps - 1, self.max_steps))
+            self.out.append(StepLimitReached(self.steps, self.max_steps))
             return False
         return True
 
@@ -306,6 +307,10 @@ class TreeRunner:
         self.max_steps = max_steps
 
     def check_scope(self, scope: Mapping[str, str]) -> None:
+        missing = [v for v in self.tree.spec.inputs if v not in scope]
+        if missing:
+            raise UsageError(f"tree '{self.tree.name}' needs {', '.join(missing)} for every walk (its 'inputs'); "
+                             f"give {'it' if len(missing) == 1 else 'them'} (e.g. --class for obj)")
         obj = scope.get("obj")
         if obj is not None and self.tree.classes and obj not in self.tree.classes:
             raise UsageError(f"class '{obj}' is not one of the tree's classes ({', '.join(self.tree.classes)})")

@@ -315,7 +315,7 @@ class _Checker:
         return values
 
     def check_templates(self, g: nx.DiGraph, acyclic: bool) -> dict[tuple[str, str], Any]:
-        base = set(RUNTIME_VARS) | set(self.spec.vars)
+        base = set(RUNTIME_VARS) | set(self.spec.vars) | set(self.spec.inputs)
         bound: dict[str, set[str]] = {}
         if acyclic and self.spec.start in self.spec.nodes:
             for node_id in nx.topological_sort(g):
@@ -335,6 +335,8 @@ class _Checker:
         samples = {var: (vals[0] if vals else var) for var, vals in values.items()}
         if self.spec.classes:
             samples.setdefault("obj", self.spec.classes[0])
+        for var in self.spec.inputs:
+            samples.setdefault(var, var)
         compiled: dict[tuple[str, str], Any] = {}
         for node in self.spec.nodes.values():
             have = bound.get(node.id, base | set(node.set))
@@ -376,7 +378,7 @@ class _Checker:
         for node in self.spec.nodes.values():
             if node.kind != "switch" or node.on is None:
                 continue
-            if node.on not in values and node.on not in self.spec.vars:
+            if node.on not in values and node.on not in self.spec.vars and node.on not in self.spec.inputs:
                 self.bad(node.at("switch"), f"switches on '{node.on}', which no node sets (use 'sets' on a choice or 'set' on a node)")
             elif node.on != "obj" and node.on in values:
                 for case in node.cases:

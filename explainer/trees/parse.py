@@ -17,6 +17,7 @@ from explainer.trees.yaml_source import YamlDocument, load_yaml
 TOP_KEYS = {
     "tree": str, "description": str, "version": int, "include": list, "classes": list,
     "groups": dict, "vars": dict, "defaults": dict, "start": str, "nodes": dict, "catalogue": str,
+    "inputs": list,
 }
 DEFAULT_KEYS = {"threshold": (int, float)}
 KIND_KEYS = ("ask", "choose", "switch", "all", "artifact")
@@ -408,6 +409,12 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
             problems.append(Problem(shown(root), 1, "(top)", "missing key 'nodes'"))
     if "start" not in top_main:
         problems.append(Problem(shown(root), 1, "(top)", "missing key 'start' (the id of the first node)"))
+    inputs: list[str] = []
+    for i, name in enumerate(top_main.get("inputs", [])):
+        if not isinstance(name, str) or not name.isidentifier():
+            problems.append(Problem(shown(root), top_where["inputs"].line, f"inputs[{i}]", f"must be a variable name, not {name!r}"))
+        else:
+            inputs.append(name)
     if "classes" in top_main and not classes:
         problems.append(Problem(shown(root), top_where["classes"].line, "classes", "must list at least one class"))
     spec = TreeSpec(
@@ -418,6 +425,7 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
         classes=tuple(classes),
         groups=groups,
         vars=variables,
+        inputs=tuple(inputs),
         threshold=threshold,
         nodes=nodes,
         catalogue_path=(str((Path(root).parent / top_main["catalogue"]).resolve()) if "catalogue" in top_main else None),

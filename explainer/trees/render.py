@@ -14,7 +14,7 @@ def _title(tree: CompiledTree, node_id: str) -> str:
     if node.kind == "ask":
         text = node.label or (node.prompt or "").replace("{{ intro }}", "").replace("{{ yn }}", "").strip()
         text = text if len(text) <= 90 else text[:87] + "..."
-        return f"? {text}" + (f" -> [{node.artifact}]" if node.artifact else "")
+        return f"[{node.artifact}] ← {node.label or node.id}" if node.artifact else f"? {text}"
     if node.kind == "choose":
         return f"choose {node.sets or ''}: {node.label or node.id}".replace(":  ", ": ")
     if node.kind == "switch":

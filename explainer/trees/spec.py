@@ -87,6 +87,7 @@ class TreeSpec:
     classes: tuple[str, ...]
     groups: dict[str, tuple[str, ...]]
     vars: dict[str, str]
+    inputs: tuple[str, ...]  # variables the caller must give every walk (e.g. obj)
     threshold: float
     nodes: dict[str, NodeSpec]
     catalogue_path: str | None

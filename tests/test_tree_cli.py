@@ -1,0 +1,121 @@
+"""`explain tree show|walk|stats|schema` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import yaml
+
+from explainer.cli import main
+from explainer.trees.parse import ALL_NODE_KEYS, FOLLOW_UP_KEYS, TOP_KEYS
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TREE = ROOT / "question_trees" / "cifake.yaml"
+
+
+def test_show_text_mermaid_and_dot(capsys):
+    assert main(["tree", "show", str(DEFAULT_TREE)]) == 0
+    text = capsys.readouterr().out
+    assert "cifake" in text and "switch on obj" in text and "[Texture repetition patterns]" in text
+    assert main(["tree", "show", str(DEFAULT_TREE), "--format", "mermaid"]) == 0
+    mermaid = capsys.readouterr().out
+    assert mermaid.startswith("flowchart TD") and "-->|yes, at least one|" in mermaid
+    assert main(["tree", "show", str(DEFAULT_TREE), "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith('digraph "cifake"') and '"kind" -> "living_region" [label="living"];' in dot
+
+
+def test_walk_with_answers_file(tmp_path, capsys):
+    answers = tmp_path / "answers.yaml"
+    answers.write_text(yaml.safe_dump({
+        "answers": {"class": "cat", "living_region": "body", "outline_shape": True, "jagged": False,
+                    "boundaries": False, "surfaces": False},
+        "follow_ups": {"cut_off": "tail"},
+    }))
+    assert main(["tree", "walk", str(DEFAULT_TREE), "--answers", str(answers)]) == 0
+    out = capsys.readouterr().out
+    assert "Abruptly cut off objects: The cat's tail is abruptly cut off inside the image." in out
+    assert "inferred" in out  # cut_off was the last of its group
+    assert main(["tree", "walk", str(DEFAULT_TREE), "--answers", str(answers), "--json"]) == 0
+    blob = json.loads(capsys.readouterr().out)
+    assert [f["artifact"] for f in blob["findings"]] == ["Abruptly cut off objects"]
+    assert blob["scope"]["obj"] == "cat"
+
+
+def test_walk_needs_answers_or_interactive(capsys):
+    try:
+        main(["tree", "walk", str(DEFAULT_TREE)])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:  # pragma: no cover
+        raise AssertionError("argparse should refuse")
+
+
+def test_walk_interactive(monkeypatch, capsys):
+    import io
+
+    # cat (4th option), face; gates: eyes n, features y, texture n, detail n; then teeth n,
+    # exaggerated n -> ears inferred; its follow-up: left-ear
+    replies = "4\nface\nn\ny\nn\nn\nn\nn\nleft-ear\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(replies))
+    code = main(["tree", "walk", str(DEFAULT_TREE), "--interactive"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Misshapen ears or appendages: The cat's left-ear has an impossible shape." in out
+
+
+def test_stats_json_meets_targets(capsys):
+    assert main(["tree", "stats", str(DEFAULT_TREE), "--json", "--samples", "60"]) == 0
+    blob = json.loads(capsys.readouterr().out)
+    assert blob["direct"]["yes_no"] == 70
+    assert blob["catalogue_covered"] == 70
+    assert len(blob["classes"]) == 10
+    assert blob["mean"]["yes_no"] <= 16 and blob["mean"]["ratio_to_floor"] <= 1.5
+
+
+def test_stats_table_and_bad_p(capsys):
+    assert main(["tree", "stats", str(DEFAULT_TREE), "--samples", "20", "--p-artifact", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "p = 0.050" in out and "Catalogue covered: 70 of 70" in out
+    assert main(["tree", "stats", str(DEFAULT_TREE), "--p-artifact", "2"]) == 2
+    assert "--p-artifact must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_stats_priors_file(tmp_path, capsys):
+    priors = tmp_path / "p.yaml"
+    priors.write_text("Texture repetition patterns: 0.5\n")
+    assert main(["tree", "stats", str(DEFAULT_TREE), "--samples", "20", "--priors", str(priors), "--json"]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Glowing thing: 0.5\n")
+    capsys.readouterr()
+    assert main(["tree", "stats", str(DEFAULT_TREE), "--priors", str(bad)]) == 2
+    assert "'Glowing thing' is not a catalogue artifact" in capsys.readouterr().err
+
+
+def test_schema_accepts_shipped_trees_and_matches_the_parser(capsys):
+    assert main(["tree", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    for path in sorted((ROOT / "question_trees").rglob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    assert set(schema["properties"]) == set(TOP_KEYS)
+    node_keys = set()
+    for variant in schema["$defs"]["node"]["oneOf"]:
+        node_keys |= set(variant["properties"])
+    node_keys.discard("follow_up")
+    assert node_keys | {"follow_up"} == ALL_NODE_KEYS
+    fu = next(v for v in schema["$defs"]["node"]["oneOf"] if "follow_up" in v["properties"])["properties"]["follow_up"]
+    assert set(fu["properties"]) == FOLLOW_UP_KEYS
+
+
+def test_schema_rejects_a_misspelt_key():
+    schema = json.loads((ROOT / "explainer" / "schema" / "question-tree.schema.json").read_text())
+    bad = {"start": "q", "nodes": {"q": {"ask": "x?", "iff_yes": "a"}}}
+    try:
+        jsonschema.validate(bad, schema)
+    except jsonschema.ValidationError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("schema accepted an unknown key")
