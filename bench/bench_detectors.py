@@ -1,6 +1,7 @@
 """CPU timings of the detector stage's steps: SR (RRDBNet, bicubic), classifier, Grad-CAM.
 
-Run for numbers (batch-64 RRDBNet is marked slow; include it with -m ''):
+Run for numbers (the batch-64 RRDBNet / DenseNet121 ones are marked slow;
+include them with -m ''):
 
     python -m pytest bench/bench_detectors.py --benchmark-enable -m '' \
         --benchmark-group-by=group --benchmark-columns=min,mean,max,rounds
@@ -74,7 +75,7 @@ def test_sr_bicubic(benchmark, batch):
     assert out.shape == (batch, 3, 128, 128)
 
 
-@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("batch", [1, pytest.param(64, marks=pytest.mark.slow)])
 def test_classifier_densenet121(benchmark, densenet, batch):
     x = _hr(batch)
 
@@ -86,7 +87,7 @@ def test_classifier_densenet121(benchmark, densenet, batch):
     assert out.shape == (batch,)
 
 
-@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("batch", [1, pytest.param(64, marks=pytest.mark.slow)])
 def test_gradcam_densenet121(benchmark, densenet, batch):
     x = _hr(batch)
 

@@ -130,6 +130,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2))
         return 0
+    if args.markdown:
+        print(_stats_markdown(stats))
+        return 0
     table = Table(title=f"{stats.tree}: cost per image (p = {stats.p_artifact:.3f} per applicable artifact, "
                         f"{stats.samples} oracle walks per class and region)")
     for col in ("class", "artifacts reachable", "longest path", "yes/no questions", "follow-ups",
@@ -147,6 +150,20 @@ def cmd_stats(args: argparse.Namespace) -> int:
     _out.print(f"Direct prompting asks {stats.direct_questions} questions in {stats.direct_questions} rounds. "
                f"Catalogue covered: {stats.catalogue_covered} of {stats.catalogue_size}.")
     return 0
+
+
+def _stats_markdown(stats) -> str:
+    head = ("| class | artifacts reachable | longest path | yes/no questions | follow-ups | rounds (mean / max) "
+            "| entropy floor (bits) | questions / floor |")
+    rows = [head, "|" + "---|" * 8]
+    for c in stats.classes:
+        rows.append(f"| {c.name} | {c.artifacts_reachable} | {c.longest_path} | {c.yes_no:.2f} ± {c.yes_no_se:.2f} | "
+                    f"{c.follow_ups:.2f} | {c.rounds:.2f} / {c.max_rounds} | {c.entropy_bits:.2f} | {c.ratio_to_floor:.2f} |")
+    mean_q, mean_h = stats.mean("yes_no"), stats.mean("entropy_bits")
+    rows.append(f"| **mean** | | | **{mean_q:.2f}** | {stats.mean('follow_ups'):.2f} | "
+                f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)} | {mean_h:.2f} | **{mean_q / mean_h:.2f}** |")
+    rows.append(f"| direct prompting | 70 | 70 | 70 | 0 | 70 / 70 | | |")
+    return "\n".join(rows) + f"\n\np = {stats.p_artifact:.3f} per applicable artifact; {stats.samples} oracle walks per class and region (seed {stats.seed})."
 
 
 # -- schema ------------------------------------------------------------------------------
@@ -184,6 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=400, help="oracle walks per class and region (default 400)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (for READMEs)")
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the tree language (for editors)")

@@ -164,7 +164,7 @@ def train(
                 opt_g.step()
                 for k, v in (("loss_d", loss_d), ("loss_g_gan", loss_gan), ("loss_l1", loss_l1)):
                     sums[k] += v.item()
-                if not math.isfinite(float(loss_d) + float(loss_gan) + float(loss_l1)):
+                if not math.isfinite(loss_d.item() + loss_gan.item() + loss_l1.item()):
                     raise RuntimeFailure(f"mask C-GAN training diverged at epoch {epoch} (loss is not finite)")
                 bar.update(task, advance=1, epoch=f"{epoch}/{config.epochs}",
                            info=f"L1 {float(loss_l1):.4f}")

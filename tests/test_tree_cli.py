@@ -119,3 +119,27 @@ def test_schema_rejects_a_misspelt_key():
         pass
     else:  # pragma: no cover
         raise AssertionError("schema accepted an unknown key")
+
+
+def test_stats_markdown(capsys):
+    assert main(["tree", "stats", str(DEFAULT_TREE), "--samples", "20", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| class | artifacts reachable |")
+    assert "| **mean** |" in out and "| direct prompting | 70 |" in out
+    assert len([l for l in out.splitlines() if l.startswith("| ") and "cat" in l.split("|")[1]]) == 1
+
+
+def test_worked_example_in_the_docs_walks_as_described(tmp_path, capsys):
+    import re
+
+    doc = (ROOT / "docs" / "question-trees.md").read_text()
+    tree = tmp_path / "pets.yaml"
+    tree.write_text(re.search(r"```yaml\n(# pets.yaml.*?)```", doc, re.S).group(1))
+    answers = tmp_path / "a.yaml"
+    answers.write_text("answers: {class: cat, face: yes, outline: yes, eyes: yes, teeth: no}\nfollow_ups: {outline: tail}\n")
+    assert main(["tree", "walk", str(tree), "--answers", str(answers), "--json"]) == 0
+    blob = json.loads(capsys.readouterr().out)
+    assert sorted(f["artifact"] for f in blob["findings"]) == ["Abruptly cut off objects", "Unrealistic eye reflections"]
+    assert blob["counts"]["rounds"] == 4
+    cut = next(f for f in blob["findings"] if f["artifact"] == "Abruptly cut off objects")
+    assert cut["explanation"] == "The cat's tail is cut off in the middle of the image."

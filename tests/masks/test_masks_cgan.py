@@ -51,7 +51,7 @@ def test_init_is_normal_002() -> None:
     torch.manual_seed(0)
     g = UnetGenerator(ModelConfig(ngf=16, ndf=16))
     init_weights(g)
-    w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.Conv2d)])
+    w = torch.cat([m.weight.detach().flatten() for m in g.modules() if isinstance(m, torch.nn.Conv2d)])
     assert abs(float(w.std()) - 0.02) < 0.002 and abs(float(w.mean())) < 0.002
 
 

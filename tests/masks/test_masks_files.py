@@ -44,7 +44,7 @@ def test_wrong_size_is_refused_with_both_sizes(tmp_path: Path) -> None:
     assert str(err.value) == f"{path}: mask is 64x64 but the image is 128x128"
 
 
-@pytest.mark.parametrize("mode", ["P", "RGBA", "I", "LA", "CMYK"])
+@pytest.mark.parametrize("mode", ["P", "RGBA", "I;16", "LA", "CMYK"])
 def test_other_modes_are_refused_naming_the_mode(tmp_path: Path, mode: str) -> None:
     path = tmp_path / f"m_{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
     _save(path, Image.new(mode, (16, 16)))

@@ -26,12 +26,15 @@ def test_grabcut_result_says_so() -> None:
 
 
 def test_grabcut_small_inputs_come_back_at_their_size() -> None:
-    img, mask = make_samples(1, seed=4)[0]
-    small = img.resize((32, 32), Image.Resampling.BICUBIC)
-    out = grabcut_mask(small)
-    assert out.shape == (32, 32) and out.dtype == bool
-    truth = np.asarray(Image.fromarray(mask).resize((32, 32)))
-    assert mean_iou(out[None], truth[None]) >= 0.6
+    # 32x32 (un-super-resolved CIFAR size) is harder than 128: texture is lost, so a lower bar.
+    ious = []
+    for img, mask in make_samples(8, seed=4):
+        small = img.resize((32, 32), Image.Resampling.BICUBIC)
+        out = grabcut_mask(small)
+        assert out.shape == (32, 32) and out.dtype == bool
+        truth = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((32, 32), Image.Resampling.BILINEAR)) >= 128
+        ious.append(mean_iou(out[None], truth[None]))
+    assert np.mean(ious) >= 0.6, ious
 
 
 def test_grabcut_never_marks_the_margin_and_handles_flat_images() -> None:
