@@ -1,7 +1,7 @@
 """VLM answerer timings (pytest-benchmark, group "vlm-cpu").
 
 Real-size: a SmolVLM-256M built from its public config with random weights
-(slow to build: ``-m slow``). Smoke: the same benchmarks on the tiny Idefics3
+in float32 and bfloat16 (slow to build: ``-m slow``). Smoke: the same benchmarks on the tiny Idefics3
 test model, run by default (with ``--benchmark-disable`` they run once each).
 
     python -m pytest bench/bench_vlm.py -m slow --benchmark-enable -q
@@ -32,7 +32,12 @@ QUESTIONS = [
     "This is an image of a cat. Are the colors unnatural in the red box? Answer yes or no.",
     "This is an image of a cat. Is there glow or light bleed around the object? Answer yes or no.",
 ]
-MODELS = ["tiny-idefics3", pytest.param("smolvlm-256m", marks=pytest.mark.slow)]
+# model-dtype; the real-size model in both CPU dtypes (bf16 is the default where the CPU has native bf16).
+MODELS = [
+    "tiny-idefics3-float32",
+    pytest.param("smolvlm-256m-float32", marks=pytest.mark.slow),
+    pytest.param("smolvlm-256m-bfloat16", marks=pytest.mark.slow),
+]
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +60,8 @@ def answerers(model_dirs):
 
     def get(name, mode):
         if name not in loaded:
-            loaded[name] = load_vlm(model_dirs(name), device="cpu")
+            model, dtype = name.rsplit("-", 1)
+            loaded[name] = load_vlm(model_dirs(model), device="cpu", dtype=dtype)
         base = loaded[name]
         return base if mode == "cached" else VLMAnswerer(base.model, base.processor, mode=mode)
 

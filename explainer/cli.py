@@ -57,6 +57,13 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
     except KeyboardInterrupt:
         _print_error("interrupted")
         return 130
+    except BrokenPipeError:
+        # `explain ... | head` closed stdout early: not an error of ours.
+        try:
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - keep Python quiet at exit
+        except OSError:
+            pass
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -167,7 +167,7 @@ def train(
                 if not math.isfinite(loss_d.item() + loss_gan.item() + loss_l1.item()):
                     raise RuntimeFailure(f"mask C-GAN training diverged at epoch {epoch} (loss is not finite)")
                 bar.update(task, advance=1, epoch=f"{epoch}/{config.epochs}",
-                           info=f"L1 {float(loss_l1):.4f}")
+                           info=f"L1 {loss_l1.item():.4f}")
             iou = evaluate(generator, val_set, device, config.batch_size)
             row = {"epoch": epoch, **{k: v / n_batches for k, v in sums.items()}, "val_iou": iou,
                    "seconds": time.perf_counter() - t0}

@@ -47,14 +47,30 @@ def _resolve_dtype(dtype, device: str):
     import torch
 
     if dtype is None:
-        # bf16 on GPUs; fp32 on CPUs, where bf16 matmuls are not faster on common hardware (docs/vlm.md).
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        # bf16 on GPUs. On CPUs bf16 is 2-3x faster only with native bf16 instructions
+        # (AVX512-BF16 / AMX, measured in docs/vlm.md) and much slower without: fp32 there.
+        if device.startswith("cuda") or cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     name = _DTYPES.get(str(dtype).lower())
     if name is None:
         raise UsageError(f"unknown dtype '{dtype}': use float32, bfloat16 or float16")
     return getattr(torch, name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises bf16 matrix instructions (Linux /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def _offline() -> bool:
@@ -159,7 +175,8 @@ def load_vlm(
 
     ``id_or_path``: a Hugging Face id or a local folder; ``None`` picks the
     default for the device (:func:`default_model`). ``device``: ``auto``,
-    ``cpu`` or ``cuda``. ``dtype``: default bf16 on CUDA, float32 on CPU.
+    ``cpu`` or ``cuda``. ``dtype``: default bf16 on CUDA and on CPUs with native
+    bf16 instructions (AVX512-BF16/AMX), else float32.
     ``quantize``: ``4bit``/``8bit`` through bitsandbytes (CUDA only).
     ``device_map``: e.g. ``"auto"`` to spread a model larger than one GPU
     (accelerate). ``mode``: ``cached`` | ``plain`` | ``generate`` (see

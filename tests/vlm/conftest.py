@@ -24,7 +24,8 @@ def loaded(tiny_paths):
     """One cached-mode answerer per architecture (the model is shared with plain-mode answerers)."""
     from explainer.vlm import load_vlm
 
-    return {arch: load_vlm(path, device="cpu") for arch, path in tiny_paths.items()}
+    # float32 pinned: the default on CPUs with native bf16 is bfloat16, too coarse for 1e-4 equality.
+    return {arch: load_vlm(path, device="cpu", dtype="float32") for arch, path in tiny_paths.items()}
 
 
 def noise_image(seed: int = 0, size: int = 128) -> Image.Image:

@@ -213,5 +213,19 @@ def test_begin_image_needs_an_image(loaded):
         loaded["llava"].begin_image(ImageContext(image=None))
 
 
-def test_cpu_default_dtype_is_float32(loaded):
+def test_float32_pinned(loaded):
     assert all(a.model.dtype == torch.float32 for a in loaded.values())
+
+
+def test_bfloat16_cached_close_to_plain(tiny_paths, make_image):
+    """bf16 works end to end (pixel values cast, logits read in float32); agreement is looser in bf16."""
+    from explainer.vlm import load_vlm
+
+    cached = load_vlm(tiny_paths["idefics3"], device="cpu", dtype="bfloat16")
+    assert cached.model.dtype == torch.bfloat16
+    plain = VLMAnswerer(cached.model, cached.processor, mode="plain")
+    for a in (cached, plain):
+        a.begin_image(ImageContext(image=make_image(0)))
+    queries = [YesNoQuery(str(i), q) for i, q in enumerate(QUESTIONS)]
+    for g, w in zip(cached.yes_no(queries), plain.yes_no(queries)):
+        assert g.p_yes == pytest.approx(w.p_yes, abs=5e-2)

@@ -153,6 +153,21 @@ def test_cuda_requested_without_gpu(monkeypatch, tiny_paths):
     assert "no CUDA GPU" in _one_line_usage(excinfo)
 
 
+def test_default_dtype(monkeypatch, tiny_paths):
+    import torch
+
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert load_vlm(tiny_paths["llava"], device="cpu").model.dtype == torch.float32
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    assert load_vlm(tiny_paths["llava"], device="cpu").model.dtype == torch.bfloat16
+    assert load_vlm(tiny_paths["llava"], device="cpu", dtype="fp32").model.dtype == torch.float32
+
+
+def test_unknown_dtype(tiny_paths):
+    with pytest.raises(UsageError, match="unknown dtype 'int3'"):
+        load_vlm(tiny_paths["llava"], device="cpu", dtype="int3")
+
+
 def test_defaults(monkeypatch):
     import torch
 

@@ -1,0 +1,125 @@
+"""Reading user images: convert what can be converted, refuse the rest in one clear line.
+
+Every image leaves here as 8-bit RGB. What was converted is recorded as a note
+so the output can say so (a CMYK or 16-bit input is not what the detector was
+trained on).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from explainer.errors import UsageError
+
+# Refuse decompression bombs outright: a 32x32 detector has no use for 100 MP.
+MAX_PIXELS = 64_000_000
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_NUMBER = re.compile(r"(\d+)")
+
+
+@dataclass
+class LoadedImage:
+    path: Path
+    image: Image.Image  # RGB, 8-bit
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def image_id(self) -> str:
+        return self.path.name
+
+
+def image_index(path: Path) -> int | None:
+    """The challenge's index: the number in the file name (``17.png`` → 17)."""
+    found = _NUMBER.findall(path.stem)
+    return int(found[-1]) if found else None
+
+
+def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        notes.append(f"converted {mode} ({'16' if top > 255 else '32'}-bit grayscale) to 8-bit RGB")
+        arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        notes.append("converted a floating-point image to 8-bit RGB (min-max scaled)")
+        arr8 = ((arr - lo) / (hi - lo or 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        notes.append(f"composited {mode} transparency onto white")
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    notes.append(f"converted {mode} to RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path) -> LoadedImage:
+    """Open ``path`` as RGB or raise :class:`UsageError` with one line naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{p}: file not found")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not an image")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read file: {exc.strerror}") from None
+    if size == 0:
+        raise UsageError(f"{p}: file is empty")
+    notes: list[str] = []
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise UsageError(f"{p}: image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {MAX_PIXELS // 1_000_000} MP limit")
+                if getattr(img, "n_frames", 1) > 1:
+                    notes.append(f"animated image with {img.n_frames} frames: using the first")
+                    img.seek(0)
+                img.load()
+                rgb = _to_rgb(img, notes).copy()
+    except UsageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UsageError(f"{p}: refused as a decompression bomb (over {MAX_PIXELS // 1_000_000} MP)") from None
+    except UnidentifiedImageError:
+        raise UsageError(f"{p}: not an image (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in message.lower() or "broken" in message.lower() or isinstance(exc, (SyntaxError, ValueError)):
+            raise UsageError(f"{p}: image is truncated or corrupt ({message})") from None
+        raise UsageError(f"{p}: cannot read image ({message})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if rgb.width < 8 or rgb.height < 8:
+        raise UsageError(f"{p}: image is {rgb.width}x{rgb.height}; at least 8x8 is needed")
+    return LoadedImage(p, rgb, notes)
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted by the number in the name)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            out.extend(sorted(found, key=lambda f: (image_index(f) is None, image_index(f) or 0, f.name)))
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,193 @@
+"""The whole pipeline for a batch of images: detector stage, mask, tree walk with the VLM.
+
+Each stage that cannot run (no classifier checkpoint, no VLM) says so in the
+image's notes and the rest still runs; nothing is made up to fill the gap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from explainer.answerers.base import Answerer, ImageContext
+from explainer.engine import TreeRunner
+from explainer.engine.runner import DEFAULT_MAX_STEPS, WalkResult
+from explainer.errors import UsageError
+from explainer.images import LoadedImage, image_index
+from explainer.trees import compile_tree
+from explainer.trees.compiler import CompiledTree, default_tree_path
+
+STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
+ROI_WITH_BOX = "the region inside the red box"
+ROI_WITHOUT_BOX = "the whole image"
+
+
+@dataclass
+class PipelineOptions:
+    tree: str | None = None  # a tree file; None: the strategy's shipped tree
+    strategy: str = "tree"  # tree | direct (all 70 catalogue artifacts)
+    vlm: str | None = None  # HF id or folder; None: the device's default model
+    use_vlm: bool = True
+    detector: str | None = None
+    sr: str | None = None
+    mask: str | None = None
+    device: str = "auto"
+    quantize: str | None = None
+    vlm_mode: str = "cached"
+    obj: str | None = None  # the class, when the user knows it
+    max_steps: int = DEFAULT_MAX_STEPS
+
+
+@dataclass
+class ImageReport:
+    file: str
+    index: int | None
+    verdict: str | None = None
+    p_fake: float | None = None
+    obj: str | None = None
+    region: str | None = None
+    roi_box: list[int] | None = None
+    sr_method: str | None = None
+    mask_method: str | None = None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    questions: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the VLM questions did not run
+    error: str | None = None
+    # kept in memory for reports, never serialised
+    artifacts: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "artifacts"}
+        return out
+
+
+def tree_path_for(options: PipelineOptions) -> Path:
+    if options.tree:
+        return Path(options.tree)
+    if options.strategy not in STRATEGY_TREES:
+        raise UsageError(f"--strategy must be one of {', '.join(STRATEGY_TREES)}, not '{options.strategy}'")
+    return default_tree_path().parent / STRATEGY_TREES[options.strategy]
+
+
+class Pipeline:
+    """Loads every stage once; :meth:`explain` runs a batch of loaded images."""
+
+    def __init__(self, options: PipelineOptions, answerer: Answerer | None = None, vlm_note: str | None = None,
+                 tree: CompiledTree | None = None) -> None:
+        self.options = options
+        self.tree = tree or compile_tree(tree_path_for(options))
+        from detectors import DetectorStage
+        from masks import MaskPredictor
+
+        device = "cuda" if options.device in ("auto", "cuda") and _cuda() else "cpu"
+        self.detector = DetectorStage.from_paths(sr=options.sr, classifier=options.detector, device=device)
+        self.masker = MaskPredictor.from_checkpoint(options.mask, device=device)
+        self.answerer = answerer
+        self.vlm_note = vlm_note
+
+    @classmethod
+    def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":
+        """Load every stage. An explicit --vlm that fails is a usage error; the default model may be missing."""
+        tree = compile_tree(tree_path_for(options))  # refuse a bad tree before loading any model
+        answerer, note = None, None
+        if not options.use_vlm:
+            note = "VLM questions skipped: --no-vlm was given"
+        else:
+            from explainer.vlm import load_vlm
+
+            try:
+                answerer = load_vlm(options.vlm, device=options.device, quantize=options.quantize, mode=options.vlm_mode)
+            except UsageError as exc:
+                if options.vlm is not None:
+                    raise
+                note = f"VLM questions skipped: {exc}"
+        if note:
+            on_note(note)
+        return cls(options, answerer, note, tree)
+
+    def explain(self, images: list[LoadedImage]) -> list[ImageReport]:
+        reports = [ImageReport(file=str(li.path), index=image_index(li.path), notes=list(li.notes)) for li in images]
+        if not images:
+            return reports
+        t0 = time.perf_counter()
+        detections = self.detector.run([li.image for li in images])
+        t_det = (time.perf_counter() - t0) / len(images)
+        masks = self.masker.predict([d.sr_image for d in detections])
+        from masks import region_of_box
+
+        for report, det, mask in zip(reports, detections, masks):
+            report.verdict, report.p_fake, report.sr_method = det.verdict, det.p_fake, det.sr_method
+            report.roi_box = list(det.roi_box) if det.roi_box else None
+            report.mask_method = mask.method
+            report.notes += det.notes + mask.notes
+            report.timings.update({f"detector_{k}": v for k, v in det.timings.items()})
+            report.timings["detector"] = t_det
+            report.timings["mask"] = mask.seconds
+            report.artifacts = {"sr": det.sr_image, "boxed": det.boxed_image, "overlay": det.overlay,
+                                "heatmap": det.heatmap, "mask": mask.mask}
+            scope: dict[str, str] = {"roi": ROI_WITH_BOX if det.roi_box else ROI_WITHOUT_BOX}
+            if self.options.obj:
+                scope["obj"] = self.options.obj
+            if det.roi_box is not None:
+                where = region_of_box(mask.mask, det.roi_box)
+                report.notes.append(f"the Grad-CAM box lies on the {where} (mask: {mask.method})")
+                if where == "background":
+                    scope["region"] = "background"  # on the object, face vs body is left to the VLM
+            if self.answerer is None:
+                report.skipped = self.vlm_note or "VLM questions skipped: no model"
+                report.region = scope.get("region")
+                continue
+            walk = TreeRunner(self.tree, self.answerer, self.options.max_steps).run(
+                ImageContext(image=det.boxed_image, image_id=report.file), scope=scope)
+            self._fill(report, walk)
+        return reports
+
+    def _fill(self, report: ImageReport, walk: WalkResult) -> None:
+        from explainer.engine import AnswerInferred, QuestionAnswered
+
+        report.obj = walk.scope.get("obj")
+        report.region = walk.scope.get("region")
+        report.findings = [f.to_dict() for f in walk.findings]
+        for e in walk.events:
+            if isinstance(e, QuestionAnswered):
+                report.questions.append({"round": e.round, "node_id": e.node_id, "kind": e.kind, "prompt": e.prompt,
+                                         "answer": e.answer, "p_yes": e.p_yes, "probs": e.probs, "mass": e.mass,
+                                         "tokens": e.tokens, "seconds": e.seconds})
+            elif isinstance(e, AnswerInferred):
+                report.questions.append({"round": e.round, "node_id": e.node_id, "kind": "inferred",
+                                         "prompt": e.prompt, "answer": e.answer, "p_yes": None})
+        report.counts = {"yes_no": walk.yes_no, "choices": walk.choices, "follow_ups": walk.follow_ups,
+                         "inferred": walk.inferred, "rounds": walk.rounds}
+        stats = getattr(self.answerer, "stats", None)
+        report.timings["questions"] = walk.seconds
+        if stats is not None:
+            report.timings["vlm_prefix"] = stats.prefix_seconds
+            report.counts["forward_passes"] = stats.forward_passes
+            report.counts["tokens"] = stats.tokens + stats.prefix_tokens
+        if walk.truncated:
+            report.notes.append(f"the walk stopped at the step limit ({self.options.max_steps})")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def batched(items: Iterable, size: int) -> Iterable[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
