@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from explainer.explain_cli import build_parser, run_explain
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # images may come after options too
     return _run(run_explain, args)
 
 

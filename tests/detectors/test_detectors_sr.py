@@ -200,3 +200,18 @@ def test_train_sr_checkpoint_reloads_identically_and_resumes(tmp_path):
     assert torch.equal(sr(x), again(x))
     # Refuses to overwrite a run without --resume.
     assert main(args + ["--epochs", "1"]) == 2
+
+
+def test_train_sr_fine_tunes_released_srvgg_weights(tmp_path):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for i in range(2):
+        Image.new("RGB", (20, 24), (40 * i, 90, 200)).save(hr / f"{i}.jpg")  # smaller than a patch: scaled up
+    release = SRVGGNetCompact(num_conv=2)
+    torch.save({"params": release.state_dict()}, tmp_path / "realesr.pth")
+    out = tmp_path / "sr"
+    assert main(["train", "sr", str(hr), "--out", str(out), "--weights", str(tmp_path / "realesr.pth"),
+                 "--patch", "32", "--epochs", "1", "--batch-size", "2", "--no-progress"]) == 0
+    sr = load_sr(out / "sr.safetensors")
+    assert sr.method == "srvgg" and sr.arch_kwargs["num_conv"] == 2
+    assert not torch.equal(sr.net.body[0].weight, release.body[0].weight)  # it trained

@@ -1,0 +1,139 @@
+"""`explain` through the real command line, on tiny offline models: batch, bad files, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explainer.cli import main
+from explainer.trees import builtin_catalogue
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    import torch
+
+    from detectors.classifier import ClassifierConfig, build_classifier, save_classifier
+    from explainer.testing import build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("models")
+    vlm = build_tiny_vlm("idefics3", root / "vlm")
+    torch.manual_seed(0)
+    det = save_classifier(root / "det", build_classifier(ClassifierConfig(backbone="tiny_cnn"))).parent
+    return vlm, det
+
+
+def _images(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(1, n + 1):
+        arr = (rng.random((32, 32, 3)) * 255).astype("uint8")
+        arr[8:24, 8:24] = (rng.random(3) * 255).astype("uint8")  # a centred "object"
+        Image.fromarray(arr).save(folder / f"{i}.png")
+
+
+def _cmd(folder, vlm, det, out, *extra):
+    return [str(folder), "--vlm", str(vlm), "--detector", str(det), "--device", "cpu", "--out", str(out), *extra]
+
+
+def test_batch_with_duplicate_and_broken_files(tmp_path, tiny_models, capsys):
+    vlm, det = tiny_models
+    folder = tmp_path / "in"
+    _images(folder, 3)
+    shutil.copy(folder / "1.png", folder / "4.png")  # same picture, another index
+    (folder / "5.png").write_text("not an image")
+    (folder / "6.png").write_bytes((folder / "2.png").read_bytes()[:90])
+    out = tmp_path / "out"
+    # folder 1.png given twice: explained once
+    code = main([*_cmd(folder, vlm, det, out), str(folder / "1.png")])
+    err = capsys.readouterr().err
+    assert code == 1  # some images failed
+    assert "2 of 6 image(s) failed" in err
+    assert "5.png: not an image" in err and "6.png: image is truncated or corrupt" in err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in records) == [1, 2, 3, 4, 5, 6]
+    good = [r for r in records if not r["error"]]
+    assert len(good) == 4
+    assert all(r["questions"] and r["questions"][0]["node_id"] == "class" for r in good)
+    assert all(q["p_yes"] is None or 0.0 <= q["p_yes"] <= 1.0 for r in good for q in r["questions"])
+    task1 = json.loads((out / "task1.json").read_text())
+    task2 = json.loads((out / "task2.json").read_text())
+    assert [t["index"] for t in task1] == [1, 2, 3, 4]
+    assert all(t["prediction"] in ("real", "fake") for t in task1)
+    names = set(builtin_catalogue().names)
+    fake = {t["index"] for t in task1 if t["prediction"] == "fake"}
+    assert {t["index"] for t in task2} <= fake
+    assert all(set(t["explanation"]) <= names and all(isinstance(v, str) and v for v in t["explanation"].values())
+               for t in task2)
+    by_index = {r["index"]: r for r in good}
+    assert by_index[1]["findings"] == by_index[4]["findings"]  # the duplicate picture gets the same answer
+
+
+def test_json_lists_questions_with_p_yes(tmp_path, tiny_models, capsys):
+    vlm, det = tiny_models
+    _images(tmp_path, 1)
+    assert main([str(tmp_path / "1.png"), "--vlm", str(vlm), "--device", "cpu", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    asked = [q for q in record["questions"] if q["kind"] == "yes_no"]
+    assert asked and all(0.0 <= q["p_yes"] <= 1.0 for q in asked)
+    assert record["counts"]["yes_no"] == len(asked)
+    assert record["verdict"] is None and "no classifier checkpoint" in " ".join(record["notes"])
+
+
+def test_killed_run_resumes_to_the_same_files(tmp_path, tiny_models):
+    vlm, det = tiny_models
+    folder = tmp_path / "in"
+    _images(folder, 6)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    base = [sys.executable, "-m", "explainer.cli"]
+    whole = tmp_path / "whole"
+    subprocess.run(base + _cmd(folder, vlm, det, whole, "--batch-size", "1"), check=True, env=env,
+                   capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(base + _cmd(folder, vlm, det, killed, "--batch-size", "1"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(log.read_text().splitlines())
+    assert 2 <= done_before < 6, "the run was not killed midway"
+    resumed = subprocess.run(base + _cmd(folder, vlm, det, killed, "--resume", "--batch-size", "1"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {done_before} image(s) already done" in resumed.stderr
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sorted(r["index"] for r in lines) == [1, 2, 3, 4, 5, 6]  # none repeated, none lost
+    for name in ("task1.json", "task2.json"):
+        assert (killed / name).read_text() == (whole / name).read_text()
+
+
+def test_existing_run_needs_resume(tmp_path, tiny_models, capsys):
+    vlm, det = tiny_models
+    _images(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert main([*_cmd(tmp_path / "in", vlm, det, out), "--no-vlm"]) == 0
+    capsys.readouterr()
+    assert main([*_cmd(tmp_path / "in", vlm, det, out), "--no-vlm"]) == 2
+    assert "results.jsonl already exists; pass --resume" in capsys.readouterr().err
+
+
+def test_explicit_vlm_that_cannot_load_is_a_usage_error(tmp_path, capsys):
+    _images(tmp_path, 1)
+    assert main([str(tmp_path / "1.png"), "--vlm", str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explain: error: cannot load VLM") and "Traceback" not in err
