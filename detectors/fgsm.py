@@ -43,7 +43,7 @@ def fgsm(
             loss = F.binary_cross_entropy_with_logits(model(x + delta), y.float())
             (grad,) = torch.autograd.grad(loss, delta)
         step = step_scale * eps if random_start else eps
-        delta = (delta.detach() - step * grad.sign()).clamp(-eps, eps)
+        delta = (delta.detach() + step * grad.sign()).clamp(-eps, eps)
         return (x + delta).clamp(0, 1).detach()
     finally:
         model.train(was_training)

@@ -7,6 +7,7 @@ lives only inside the ``with`` block so a model is never left instrumented.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -45,6 +46,7 @@ class GradCAM:
         self.layer = resolve_module(model, target_layer)
         self._handle: torch.utils.hooks.RemovableHandle | None = None
         self._activation: torch.Tensor | None = None
+        self.last_timing: dict[str, float] = {}
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         # Clone so a later in-place op cannot change what we differentiate against.
@@ -69,12 +71,15 @@ class GradCAM:
         self.model.eval()
         try:
             with torch.enable_grad():
+                t0 = time.perf_counter()
                 logits = self.model(x).reshape(-1)
+                t1 = time.perf_counter()
                 act = self._activation
                 if act is None:
                     raise RuntimeError("the Grad-CAM layer did not run in the forward pass")
                 # Samples are independent in eval mode, so one backward of the
-                # sum gives every sample's own gradient.
+                # sum gives every sample's own gradient. Only the part of the
+                # graph after the layer is traversed.
                 (grads,) = torch.autograd.grad(logits.sum(), act)
         finally:
             self.model.train(was_training)
@@ -87,6 +92,8 @@ class GradCAM:
         flat = (span <= 1e-12).reshape(-1)
         cam = torch.where(span > 1e-12, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam))
         self._activation = None
+        # The forward pass doubles as the classification, so callers need not run the model twice.
+        self.last_timing = {"forward": t1 - t0, "cam": time.perf_counter() - t1}
         return CamOutput(cam.float().cpu().numpy(), logits.detach(), flat.cpu().numpy())
 
 

@@ -94,6 +94,9 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
         note("super-resolution: bicubic (no --sr-weights given)")
     x_train, y_train = load_split(cfg.data_dir, "train", mcfg.lr_size)
     test = load_split(cfg.data_dir, "test", mcfg.lr_size) if has_split(cfg.data_dir, "test") else None
+    n_fake = int(y_train.sum())
+    note(f"train: {len(y_train)} images ({len(y_train) - n_fake} real, {n_fake} fake)"
+         + (f"; test: {len(test[1])} images" if test is not None else "; no test split: no held-out score"))
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:

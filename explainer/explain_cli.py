@@ -97,7 +97,7 @@ def _resolve_settings(args: argparse.Namespace) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     _resolve_settings(args)
-    out = Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR (the run to continue)")

@@ -114,6 +114,8 @@ class VLMAnswerer(AnswererBase):
     # -- bookkeeping ------------------------------------------------------------------
 
     def _fall_back(self, reason: str) -> None:
+        if self.mode == "plain":
+            return  # said once
         note = f"{reason}; using the plain (uncached) path"
         self.mode = "plain"
         self.notes.append(note)

@@ -3,7 +3,6 @@ small trained detector, built once per session so the suite stays fast."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -82,15 +81,8 @@ def trained_tiny(synth_data, tmp_path_factory) -> Path:
     return out
 
 
-def fake_test_images(synth_data) -> list[tuple[Image.Image, tuple[int, int]]]:
+@pytest.fixture
+def fake_images(synth_data) -> list[tuple[Image.Image, tuple[int, int]]]:
+    """Held-out fakes with their patch corner (x0, y0) in 32 px coordinates."""
     _, locs = synth_data
     return [(Image.open(p).convert("RGB"), loc) for p, loc in sorted(locs.items()) if Path(p).parent.parent.name == "test"]
-
-
-@pytest.fixture
-def fake_images(synth_data):
-    return fake_test_images(synth_data)
-
-
-def read_meta(out: Path) -> dict:
-    return json.loads((out / "detector.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -187,7 +188,7 @@ def test_train_sr_checkpoint_reloads_identically_and_resumes(tmp_path):
     assert main(args + ["--epochs", "1"]) == 0
     first = (out / "sr.safetensors").read_bytes()
     assert main(args + ["--epochs", "2", "--resume"]) == 0
-    meta = __import__("json").loads((out / "sr.json").read_text())
+    meta = json.loads((out / "sr.json").read_text())
     assert meta["epoch"] == 2 and len(meta["history"]) == 2 and meta["arch"] == "rrdbnet"
     assert (out / "sr.safetensors").read_bytes() != first  # the second epoch changed the weights
     assert torch.load(out / "sr_optimizer.pt", weights_only=True)["epoch"] == 2

@@ -69,3 +69,19 @@ def test_bad_checkpoint_is_one_line_usage_error(tmp_path):
     with pytest.raises(UsageError) as exc:
         DetectorStage.from_paths(sr=tmp_path / "missing.pth")
     assert str(exc.value) == f"{tmp_path / 'missing.pth'}: no such file"
+
+
+def test_stage_probability_equals_plain_forward(trained_tiny, fake_images):
+    import torch
+
+    from detectors.classifier import load_classifier
+    from detectors.evaluate import prepare_batch
+    from detectors.sr import load_sr, pil_to_tensor
+
+    stage = DetectorStage.from_paths(classifier=trained_tiny)
+    images = [im for im, _ in fake_images[:4]]
+    model, _ = load_classifier(trained_tiny)
+    x = torch.stack([pil_to_tensor(im) for im in images]).mul(255).round().to(torch.uint8)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(prepare_batch(x, load_sr(None), 128, "cpu"))).numpy()
+    assert [r.p_fake for r in stage.run(images)] == pytest.approx(expected.tolist(), abs=1e-5)

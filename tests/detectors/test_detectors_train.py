@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import fake_test_images, read_meta
 from detectors.evaluate import EvalConfig, evaluate_detector
 from detectors.gradcam import peak
 from detectors.metrics import METRIC_NAMES
@@ -19,8 +18,11 @@ SCALE = 4  # 32 px source -> 128 px classifier input
 PATCH_HR = 12 * SCALE
 
 
-def _peak_hit_rate(checkpoint, synth_data, cam_layer=None) -> tuple[float, int]:
-    fakes = fake_test_images(synth_data)
+def read_meta(out) -> dict:
+    return json.loads((out / "detector.json").read_text())
+
+
+def _peak_hit_rate(checkpoint, fakes, cam_layer=None) -> tuple[float, int]:
     stage = DetectorStage.from_paths(classifier=checkpoint, cam_layer=cam_layer)
     results = stage.run([im for im, _ in fakes])
     detected = [(r, loc) for r, (_, loc) in zip(results, fakes) if r.verdict == "fake"]
@@ -44,8 +46,8 @@ def test_training_reaches_95_percent_held_out(trained_tiny, synth_data):
     assert torch.load(trained_tiny / "optimizer.pt", weights_only=True)["epoch"] == 4
 
 
-def test_gradcam_peak_falls_in_the_planted_patch(trained_tiny, synth_data):
-    rate, detected = _peak_hit_rate(trained_tiny, synth_data)
+def test_gradcam_peak_falls_in_the_planted_patch(trained_tiny, fake_images):
+    rate, detected = _peak_hit_rate(trained_tiny, fake_images)
     assert detected >= 45  # of 50 fakes
     assert rate >= 0.8
 
@@ -99,7 +101,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_densenet121_reaches_95_percent_and_localises(synth_data, tmp_path):
+def test_densenet121_reaches_95_percent_and_localises(synth_data, fake_images, tmp_path):
     """The default backbone, from random weights (about 3 min on 2 cores)."""
     root, _ = synth_data
     out = tmp_path / "dn"
@@ -107,5 +109,5 @@ def test_densenet121_reaches_95_percent_and_localises(synth_data, tmp_path):
                  "--batch-size", "32", "--no-progress"]) == 0
     result = evaluate_detector(EvalConfig(str(root), str(out), fgsm_eps=0, progress=False))
     assert result["clean"]["accuracy"] >= 0.95
-    rate, detected = _peak_hit_rate(out, synth_data)
+    rate, detected = _peak_hit_rate(out, fake_images)
     assert detected >= 45 and rate >= 0.8

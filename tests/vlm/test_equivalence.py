@@ -229,3 +229,25 @@ def test_bfloat16_cached_close_to_plain(tiny_paths, make_image):
     queries = [YesNoQuery(str(i), q) for i, q in enumerate(QUESTIONS)]
     for g, w in zip(cached.yes_no(queries), plain.yes_no(queries)):
         assert g.p_yes == pytest.approx(w.p_yes, abs=5e-2)
+
+
+def test_unsplittable_prompt_falls_back_once(loaded, image, monkeypatch):
+    """A prompt whose tokens cannot be split at the prefix: plain answers, one note, same values."""
+    from explainer.vlm.prompting import ChatLayout, PromptSplitError
+
+    base = loaded["qwen2_vl"]
+    plain = VLMAnswerer(base.model, base.processor, mode="plain")
+    answerer = VLMAnswerer(base.model, base.processor, mode="cached")
+    for a in (plain, answerer):
+        a.begin_image(ImageContext(image=image))
+
+    def refuse(self, question, prefix_raw_ids):
+        raise PromptSplitError("the prefix tokens merge with the question's first tokens")
+
+    monkeypatch.setattr(ChatLayout, "suffix_ids", refuse)
+    queries = [YesNoQuery(str(i), q) for i, q in enumerate(QUESTIONS[:3])]
+    with pytest.warns(UserWarning, match="cannot share the prompt prefix"):
+        got = answerer.yes_no(queries)
+    assert answerer.mode == "plain" and len(answerer.notes) == 1
+    want = plain.yes_no(queries)
+    assert [a.p_yes for a in got] == pytest.approx([a.p_yes for a in want], abs=TOL)
