@@ -1,0 +1,49 @@
+"""Tree engine vs direct prompting, naive vs cached (pytest-benchmark).
+
+Default suite: each strategy once on the tiny offline model (a smoke test that
+also checks the counts). ``-m slow --benchmark-enable``: the SmolVLM-256M-sized
+model with random weights. ``explain bench strategies`` prints the full table.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explainer.bench import STRATEGIES, run_bench
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    from explainer.testing import build_tiny_vlm
+
+    return str(build_tiny_vlm("idefics3", tmp_path_factory.mktemp("bench-tiny")))
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_strategy_smoke(benchmark, tiny_path, strategy):
+    benchmark.group = "strategies-tiny"
+    report = benchmark.pedantic(run_bench, args=(tiny_path,), kwargs=dict(strategies=[strategy], n_images=1),
+                                rounds=1, iterations=1)
+    (s,) = report.summaries
+    tree, mode = STRATEGIES[strategy]
+    if tree == "direct":
+        assert s.yes_no == 70 and s.rounds == 1
+    else:
+        assert 2 <= s.yes_no <= 40 and 2 <= s.rounds <= 6
+    if mode == "cached":
+        assert s.forward_passes < s.yes_no + s.choices  # batched over the cached prefix
+        assert s.encode_seconds > 0
+    else:
+        assert s.forward_passes >= s.yes_no + s.choices  # one generation per question at least
+        assert s.encode_seconds == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_strategy_smolvlm_256m(benchmark, tmp_path_factory, strategy):
+    from explainer.testing import build_smolvlm_256m
+
+    benchmark.group = "strategies-smolvlm-256m"
+    path = str(build_smolvlm_256m(tmp_path_factory.getbasetemp() / "smolvlm-256m"))
+    benchmark.pedantic(run_bench, args=(path,), kwargs=dict(strategies=[strategy], n_images=1),
+                       rounds=1, iterations=1)

@@ -1,0 +1,266 @@
+"""Latency of the tree engine against direct 70-artifact prompting, per image.
+
+Four strategies run on the same images with the same model weights in one run:
+
+* ``direct-naive``: the seed's baseline: all 70 artifacts, each a separate
+  generation that encodes the image again;
+* ``direct-cached``: the 70 questions with our prefix cache and batching;
+* ``tree-naive``: the question tree asked the seed's way: one generation per
+  question, no cache, no batching;
+* ``tree``: the engine as shipped: logit scoring, prefix cache, frontier batches.
+
+With a random-weight model the answers are noise, so by default an oracle
+decides which branches open (each applicable artifact present with the tree's
+default p, 2.4 per image on average) while the model still does every forward
+pass: the question counts then match a realistic image.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from explainer.answerers.base import (
+    AnswererBase,
+    ChoiceAnswer,
+    ChoiceQuery,
+    FollowUpAnswer,
+    FollowUpQuery,
+    ImageContext,
+    YesNoAnswer,
+    YesNoQuery,
+)
+from explainer.answerers.oracle import OracleAnswerer
+from explainer.engine import TreeRunner
+from explainer.trees import compile_tree
+from explainer.trees.compiler import CompiledTree, default_tree_path
+from explainer.trees.stats import default_p, situations
+
+STRATEGIES: dict[str, tuple[str, str]] = {  # name -> (tree, VLM mode)
+    "direct-naive": ("direct", "generate"),
+    "direct-cached": ("direct", "cached"),
+    "tree-naive": ("tree", "generate"),
+    "tree": ("tree", "cached"),
+}
+
+
+class OracleDriven(AnswererBase):
+    """The model computes every answer (that is what is timed); the oracle's answer is used."""
+
+    name = "oracle-driven"
+
+    def __init__(self, model: Any, oracle: OracleAnswerer) -> None:
+        super().__init__()
+        self.model = model
+        self.oracle = oracle
+
+    @property
+    def stats(self):  # type: ignore[override]
+        return self.model.stats
+
+    @stats.setter
+    def stats(self, value) -> None:  # AnswererBase.__init__ assigns one; the model's is the real one
+        pass
+
+    def begin_image(self, context: ImageContext) -> None:
+        self.model.begin_image(context)
+        self.oracle.begin_image(context)
+
+    def end_image(self) -> None:
+        self.model.end_image()
+        self.oracle.end_image()
+
+    def yes_no(self, queries: Sequence[YesNoQuery]) -> list[YesNoAnswer]:
+        computed = self.model.yes_no(queries)
+        return [YesNoAnswer(o.p_yes, c.mass, c.tokens, c.seconds) for o, c in zip(self.oracle.yes_no(queries), computed)]
+
+    def choose(self, queries: Sequence[ChoiceQuery]) -> list[ChoiceAnswer]:
+        computed = self.model.choose(queries)
+        return [ChoiceAnswer(o.probs, c.tokens, c.seconds) for o, c in zip(self.oracle.choose(queries), computed)]
+
+    def follow_up(self, queries: Sequence[FollowUpQuery]) -> list[FollowUpAnswer]:
+        computed = self.model.follow_up(queries)
+        return [FollowUpAnswer(o.text, c.tokens, c.seconds) for o, c in zip(self.oracle.follow_up(queries), computed)]
+
+
+@dataclass
+class ImageRun:
+    strategy: str
+    image: int
+    seconds: float  # detector stage + walk
+    detector_seconds: float
+    encode_seconds: float
+    question_seconds: float  # walk time outside the image encoding
+    model_seconds: float  # inside the model's forward passes / generation
+    overhead_seconds: float  # the engine's own time: walk - encoding - model
+    yes_no: int
+    follow_ups: int
+    choices: int
+    rounds: int
+    forward_passes: int
+    tokens: int
+    artifacts_true: int
+
+
+@dataclass
+class StrategySummary:
+    strategy: str
+    images: int
+    median_seconds: float
+    min_seconds: float
+    max_seconds: float
+    iqr_seconds: float
+    yes_no: float
+    follow_ups: float
+    choices: float
+    rounds: float
+    forward_passes: float
+    tokens: float
+    detector_seconds: float
+    encode_seconds: float
+    question_seconds: float
+    overhead_fraction: float  # engine overhead / per-image time
+    speedup_of_tree: float = 0.0  # this strategy's median / tree's median
+
+
+@dataclass
+class BenchReport:
+    machine: dict[str, Any]
+    model: dict[str, Any]
+    settings: dict[str, Any]
+    runs: list[ImageRun] = field(default_factory=list)
+    summaries: list[StrategySummary] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "model": self.model, "settings": self.settings,
+                "summaries": [asdict(s) for s in self.summaries], "runs": [asdict(r) for r in self.runs]}
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "processor": platform.processor(),
+            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": device}
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def synthetic_images(n: int, seed: int = 0):
+    """Small pictures of a centred blob on a noisy background (what CIFAR-sized inputs look like)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        bg = rng.integers(20, 230, 3)
+        arr = np.clip(bg + rng.normal(0, 14, (32, 32, 3)), 0, 255).astype("uint8")
+        img = Image.fromarray(arr)
+        ImageDraw.Draw(img).ellipse((7, 8, 25, 26), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        out.append(img)
+    return out
+
+
+def _truths(tree: CompiledTree, n: int, seed: int) -> list[tuple[dict[str, str], set[str]]]:
+    sits = situations(tree)
+    p = default_p(sits)
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        sit = rng.choice(sits)
+        out.append((sit.vars, {a for a in sit.artifacts if rng.random() < p}))
+    return out
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n_images: int = 3,
+              oracle: bool = True, device: str = "cpu", seed: int = 0, detector: Any = None,
+              dtype: Any = None, quantize: str | None = None, on_progress=lambda msg: None) -> BenchReport:
+    """Run every strategy on the same images with one loaded model (weights shared between modes)."""
+    from detectors import DetectorStage
+    from explainer.vlm import VLMAnswerer, load_vlm
+
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        from explainer.errors import UsageError
+
+        raise UsageError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+    trees = {"tree": compile_tree(default_tree_path()), "direct": compile_tree(default_tree_path().parent / "direct.yaml")}
+    base = load_vlm(vlm_path, device=device, dtype=dtype, quantize=quantize, mode="cached")
+    detector = detector or DetectorStage.from_paths(device=device)
+    images = synthetic_images(n_images, seed)
+    truths = _truths(trees["tree"], n_images, seed)
+    # the detector stage is the same for every strategy: run it once per image, count it in each
+    detections, det_seconds = [], []
+    for img in images:
+        _sync(device)
+        t0 = time.perf_counter()
+        detections.append(detector.run([img])[0])
+        _sync(device)
+        det_seconds.append(time.perf_counter() - t0)
+    report = BenchReport(
+        machine=machine_info(device),
+        model={"path": str(vlm_path), "model_type": base.model_type,
+               "parameters": sum(p.numel() for p in base.model.parameters()),
+               "dtype": str(next(base.model.parameters()).dtype).replace("torch.", ""), "notes": list(base.notes)},
+        settings={"strategies": list(strategies), "images": n_images, "oracle": oracle, "seed": seed,
+                  "p_artifact": default_p(situations(trees["tree"]))},
+    )
+    for name in strategies:
+        tree_name, mode = STRATEGIES[name]
+        vlm = base if mode == "cached" else VLMAnswerer(base.model, base.processor, mode=mode, model_id=base.model_id)
+        for i, (det, (facts, truth)) in enumerate(zip(detections, truths)):
+            on_progress(f"{name}: image {i + 1}/{n_images}")
+            answerer = OracleDriven(vlm, OracleAnswerer(truth, facts=facts)) if oracle else vlm
+            scope = {"roi": "the region inside the red box" if det.roi_box else "the whole image"}
+            _sync(device)
+            t0 = time.perf_counter()
+            walk = TreeRunner(trees[tree_name], answerer).run(ImageContext(image=det.boxed_image), scope=scope)
+            _sync(device)
+            wall = time.perf_counter() - t0
+            st = vlm.stats
+            report.runs.append(ImageRun(
+                strategy=name, image=i, seconds=wall + det_seconds[i], detector_seconds=det_seconds[i],
+                encode_seconds=st.prefix_seconds, question_seconds=wall - st.prefix_seconds,
+                model_seconds=st.model_seconds, overhead_seconds=max(0.0, wall - st.prefix_seconds - st.model_seconds),
+                yes_no=walk.yes_no, follow_ups=walk.follow_ups, choices=walk.choices, rounds=walk.rounds,
+                forward_passes=st.forward_passes + (1 if st.prefix_tokens else 0),
+                tokens=st.tokens + st.prefix_tokens, artifacts_true=len(truth)))
+    report.summaries = summarise(report.runs, strategies)
+    return report
+
+
+def summarise(runs: list[ImageRun], strategies: Sequence[str]) -> list[StrategySummary]:
+    out = []
+    for name in strategies:
+        mine = [r for r in runs if r.strategy == name]
+        secs = sorted(r.seconds for r in mine)
+        q = statistics.quantiles(secs, n=4) if len(secs) >= 2 else [secs[0]] * 3
+
+        def mean(attr: str) -> float:
+            return statistics.fmean(getattr(r, attr) for r in mine)
+
+        out.append(StrategySummary(
+            strategy=name, images=len(mine), median_seconds=statistics.median(secs), min_seconds=secs[0],
+            max_seconds=secs[-1], iqr_seconds=q[2] - q[0], yes_no=mean("yes_no"), follow_ups=mean("follow_ups"),
+            choices=mean("choices"), rounds=mean("rounds"), forward_passes=mean("forward_passes"), tokens=mean("tokens"),
+            detector_seconds=mean("detector_seconds"), encode_seconds=mean("encode_seconds"),
+            question_seconds=mean("question_seconds"),
+            overhead_fraction=mean("overhead_seconds") / mean("seconds") if mean("seconds") else 0.0))
+    tree = next((s for s in out if s.strategy == "tree"), None)
+    for s in out:
+        s.speedup_of_tree = s.median_seconds / tree.median_seconds if tree else 0.0
+    return out

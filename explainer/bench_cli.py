@@ -1,0 +1,93 @@
+"""``explain bench``: per-image latency of the four strategies, as a table and a JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from explainer.errors import UsageError
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _model_path(args: argparse.Namespace) -> str:
+    if args.vlm:
+        return args.vlm
+    from explainer import testing
+
+    cache = Path(args.models_dir)
+    if args.arch == "smolvlm-256m":
+        _err.print(f"building a SmolVLM-256M-sized model with random weights in {cache} (once)")
+        return str(testing.build_smolvlm_256m(cache / "smolvlm-256m"))
+    return str(testing.build_tiny_vlm(args.arch, cache / f"tiny-{args.arch}"))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from explainer.bench import STRATEGIES, run_bench
+
+    strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
+    if args.images < 1:
+        raise UsageError("--images must be at least 1")
+    path = _model_path(args)
+    report = run_bench(path, strategies=strategies, n_images=args.images, oracle=not args.model_answers,
+                       device=args.device, seed=args.seed, on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
+    table = Table(title=f"per image, {report.settings['images']} images, {report.model['model_type']} "
+                        f"({report.model['parameters'] / 1e6:.0f}M params, {report.model['dtype']}), {args.device}"
+                        + (", oracle-driven branches" if report.settings["oracle"] else ", model's own answers"))
+    for col in ("strategy", "median s", "min–max s", "× tree", "yes/no", "follow-ups", "rounds", "forward passes",
+                "tokens", "detector s", "encode s", "questions s", "engine overhead"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for s in report.summaries:
+        table.add_row(s.strategy, f"{s.median_seconds:.3f}", f"{s.min_seconds:.2f}–{s.max_seconds:.2f}",
+                      f"{s.speedup_of_tree:.1f}", f"{s.yes_no:.1f}", f"{s.follow_ups:.1f}", f"{s.rounds:.1f}",
+                      f"{s.forward_passes:.1f}", f"{s.tokens:.0f}", f"{s.detector_seconds:.3f}",
+                      f"{s.encode_seconds:.3f}", f"{s.question_seconds:.3f}", f"{100 * s.overhead_fraction:.1f}%")
+    if args.markdown:
+        print(to_markdown(report))
+    else:
+        Console(highlight=False).print(table)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2))
+        _err.print(f"wrote {args.json_out}")
+    return 0
+
+
+def to_markdown(report) -> str:
+    head = ("| strategy | median s / image | min–max s | × tree | yes/no | follow-ups | rounds | forward passes "
+            "| tokens | detector s | image encoding s | questions s | engine overhead |")
+    rows = [head, "|" + "---|" * 13]
+    for s in report.summaries:
+        rows.append(f"| {s.strategy} | {s.median_seconds:.3f} | {s.min_seconds:.2f}–{s.max_seconds:.2f} | "
+                    f"{s.speedup_of_tree:.1f} | {s.yes_no:.1f} | {s.follow_ups:.1f} | {s.rounds:.1f} | "
+                    f"{s.forward_passes:.1f} | {s.tokens:.0f} | {s.detector_seconds:.3f} | {s.encode_seconds:.3f} | "
+                    f"{s.question_seconds:.3f} | {100 * s.overhead_fraction:.1f}% |")
+    m = report.model
+    rows.append(f"\n{report.settings['images']} images; {m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, "
+                f"{m['dtype']}; {report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
+                f"{report.machine['torch']}, transformers {report.machine['transformers']}; "
+                + ("branches opened by the oracle (p = %.3f)" % report.settings['p_artifact'] if report.settings['oracle']
+                   else "branches opened by the model's own answers") + ".")
+    return "\n".join(rows)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--vlm", metavar="ID_OR_PATH", help="a real model (default: build --arch with random weights)")
+    src.add_argument("--arch", default="smolvlm-256m", choices=("smolvlm-256m", "idefics3", "llava", "qwen2_vl"),
+                     help="random-weight model to build: real-size SmolVLM-256M or a tiny test model")
+    p.add_argument("--models-dir", default="runs/bench-models", help="where built models are kept between runs")
+    p.add_argument("--strategies", help="comma-separated subset of direct-naive,direct-cached,tree-naive,tree")
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-answers", action="store_true",
+                   help="let the model's own answers open branches (default: an oracle does, see docs)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (for READMEs)")
+    p.add_argument("--json-out", metavar="FILE", help="write machine, model, settings and every run as JSON")
+    p.set_defaults(func=cmd_bench)
