@@ -129,7 +129,9 @@ def save_classifier(out_dir: str | Path, model: Classifier, extra: dict[str, Any
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_safetensors(out / WEIGHTS_NAME, model.state_dict())
-    meta = {"format": CHECKPOINT_FORMAT, **asdict(model.config), **(extra or {})}
+    # Record whether these weights were ever trained, so a reloaded random model
+    # still says its verdict means nothing.
+    meta = {"format": CHECKPOINT_FORMAT, **asdict(model.config), "random_init": bool(model.random_init), **(extra or {})}
     write_json(out / CONFIG_NAME, meta)
     return out / WEIGHTS_NAME
 
@@ -143,5 +145,5 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     config.pretrained_file = None  # the trained weights replace any ImageNet init
     model = build_classifier(config)
     load_strict(model, read_safetensors(weights), weights, f"backbone {config.backbone!r} (grayscale={config.grayscale})")
-    model.random_init = False
+    model.random_init = bool(meta.get("random_init", False))
     return model.eval().to(device), meta

@@ -153,6 +153,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
 
 
 def _save_detector(out: Path, model, optimizer, cfg: DetectorTrainConfig, epoch: int, history: list) -> None:
+    model.random_init = False  # saved after at least one epoch of training
     extra = {
         "epoch": epoch,
         "epochs": cfg.epochs,

@@ -21,6 +21,7 @@ from explainer.errors import ExplainerError, UsageError
 from explainer.images import expand_inputs, image_index, load_image
 from explainer.outputs import ResultsLog, write_challenge_files
 from explainer.pipeline import ImageReport, Pipeline, PipelineOptions, batched
+from explainer.report import ReportWriter
 from explainer.view import render_report
 
 # option name -> (type, default); these may also come from the config file or EXPLAIN_<NAME>
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="obj", metavar="NAME", help="the object class, when known (skips that question)")
     p.add_argument("--json", action="store_true", help="one JSON record per image on stdout")
     p.add_argument("--out", metavar="DIR", help="write task1.json, task2.json and results.jsonl here")
+    p.add_argument("--report", metavar="DIR", help="write an HTML report here: one page per image and index.html")
     p.add_argument("--resume", action="store_true", help="continue a run in --out DIR, skipping images already done")
     p.add_argument("--batch-size", type=int, help="images per detector batch (default 32)")
     p.add_argument("--max-steps", type=int, help="step limit of one walk (default 2000)")
@@ -112,6 +114,7 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"no images found in {' '.join(args.images)}")
     log = ResultsLog(Path(args.out), resume=args.resume) if args.out else None
     todo = [p for p in paths if not (log and log.has(p))]
+    pages = ReportWriter(Path(args.report)) if args.report else None
     if log and len(todo) < len(paths):
         err.print(f"resuming: {len(paths) - len(todo)} image(s) already done in {args.out}")
     options = PipelineOptions(
@@ -129,6 +132,8 @@ def run_explain(args: argparse.Namespace) -> int:
                     failures.append(report)
                 if log:
                     log.append(report)
+                if pages:
+                    pages.add(report)
                 if args.json:
                     print(json.dumps(report.to_dict()), flush=True)
                 elif not report.error:
@@ -137,6 +142,8 @@ def run_explain(args: argparse.Namespace) -> int:
     if log:
         task1, task2 = write_challenge_files(log)
         err.print(f"wrote {task1}, {task2} and {log.path}")
+    if pages:
+        err.print(f"wrote {pages.write_index(log.ordered() if log else None)}")
     if failures:
         err.print(f"[red]{len(failures)} of {len(todo)} image(s) failed:[/]")
         for r in failures:

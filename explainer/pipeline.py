@@ -18,6 +18,7 @@ from explainer.errors import UsageError
 from explainer.images import LoadedImage, image_index
 from explainer.trees import compile_tree
 from explainer.trees.compiler import CompiledTree, default_tree_path
+from explainer.trees.templates import render
 
 STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
 ROI_WITH_BOX = "the region inside the red box"
@@ -120,7 +121,7 @@ class Pipeline:
         masks = self.masker.predict([d.sr_image for d in detections])
         from masks import region_of_box
 
-        for report, det, mask in zip(reports, detections, masks):
+        for li, report, det, mask in zip(images, reports, detections, masks):
             report.verdict, report.p_fake, report.sr_method = det.verdict, det.p_fake, det.sr_method
             report.roi_box = list(det.roi_box) if det.roi_box else None
             report.mask_method = mask.method
@@ -128,7 +129,7 @@ class Pipeline:
             report.timings.update({f"detector_{k}": v for k, v in det.timings.items()})
             report.timings["detector"] = t_det
             report.timings["mask"] = mask.seconds
-            report.artifacts = {"sr": det.sr_image, "boxed": det.boxed_image, "overlay": det.overlay,
+            report.artifacts = {"original": li.image, "sr": det.sr_image, "boxed": det.boxed_image, "overlay": det.overlay,
                                 "heatmap": det.heatmap, "mask": mask.mask}
             scope: dict[str, str] = {"roi": ROI_WITH_BOX if det.roi_box else ROI_WITHOUT_BOX}
             if self.options.obj:
@@ -138,17 +139,43 @@ class Pipeline:
                 report.notes.append(f"the Grad-CAM box lies on the {where} (mask: {mask.method})")
                 if where == "background":
                     scope["region"] = "background"  # on the object, face vs body is left to the VLM
+            context = ImageContext(image=det.boxed_image, image_id=report.file, pixels=li.image, mask=mask.mask)
             if self.answerer is None:
                 report.skipped = self.vlm_note or "VLM questions skipped: no model"
                 report.region = scope.get("region")
+                self._probes_only(report, context)
                 continue
-            walk = TreeRunner(self.tree, self.answerer, self.options.max_steps).run(
-                ImageContext(image=det.boxed_image, image_id=report.file), scope=scope)
+            walk = TreeRunner(self.tree, self.answerer, self.options.max_steps).run(context, scope=scope)
             self._fill(report, walk)
         return reports
 
+    def _probes_only(self, report: ImageReport, context: ImageContext) -> None:
+        """No VLM: still take every measurement the tree defines that needs no class, and say so."""
+        from explainer.probes import measure
+
+        for node in self.tree.spec.nodes.values():
+            if node.kind != "probe" or node.applies_to is not None:
+                continue
+            value, note = measure(node.probe, context.pixels, context.mask, node.on)
+            yes = value is not None and (value > node.above if node.above is not None else value < node.below)
+            report.questions.append({"round": 0, "node_id": node.id, "kind": "probe", "prompt": f"{node.probe} on the {node.on}",
+                                     "answer": "unknown" if value is None else ("yes" if yes else "no"), "p_yes": None,
+                                     "value": value, "note": note})
+            if yes and node.artifact:
+                artifact = self.tree.catalogue[node.artifact]
+                if node.explain is not None:
+                    ctx = {**self.tree.base_scope(), "artifact": artifact.name, "description": artifact.description,
+                           "value": value}
+                    text = render(self.tree.templates[(node.id, "explain")], ctx)
+                else:
+                    text = f"{artifact.description[:1].upper()}{artifact.description[1:]} (measured {node.probe} = {value:.3g})."
+                report.findings.append({"artifact": artifact.name, "explanation": text, "node_id": node.id,
+                                        "region": node.on, "detail": None, "p_yes": None, "round": 0, "value": value})
+        report.counts = {"yes_no": 0, "choices": 0, "follow_ups": 0, "inferred": 0,
+                         "probes": sum(1 for q in report.questions if q["kind"] == "probe")}
+
     def _fill(self, report: ImageReport, walk: WalkResult) -> None:
-        from explainer.engine import AnswerInferred, QuestionAnswered
+        from explainer.engine import AnswerInferred, ProbeMeasured, QuestionAnswered
 
         report.obj = walk.scope.get("obj")
         report.region = walk.scope.get("region")
@@ -161,8 +188,12 @@ class Pipeline:
             elif isinstance(e, AnswerInferred):
                 report.questions.append({"round": e.round, "node_id": e.node_id, "kind": "inferred",
                                          "prompt": e.prompt, "answer": e.answer, "p_yes": None})
+            elif isinstance(e, ProbeMeasured):
+                report.questions.append({"round": e.round, "node_id": e.node_id, "kind": "probe",
+                                         "prompt": f"{e.probe} on the {e.region}", "answer": e.answer, "p_yes": None,
+                                         "value": e.value, "note": e.note})
         report.counts = {"yes_no": walk.yes_no, "choices": walk.choices, "follow_ups": walk.follow_ups,
-                         "inferred": walk.inferred, "rounds": walk.rounds}
+                         "inferred": walk.inferred, "probes": walk.probes, "rounds": walk.rounds}
         stats = getattr(self.answerer, "stats", None)
         report.timings["questions"] = walk.seconds
         if stats is not None:

@@ -213,7 +213,7 @@ def _save_idefics3(out: Path, config, tok, *, image_size: int, image_seq_len: in
     model = Idefics3ForConditionalGeneration(config).eval()
     image_processor = Idefics3ImageProcessor(
         do_image_splitting=splitting,
-        size={"longest_edge": image_size * (4 if splitting else 1)},
+        size={"longest_edge": image_size * 4},  # as SmolVLM's: 2048 px resize, 512 px tiles
         max_image_size={"longest_edge": image_size},
     )
     processor = Idefics3Processor(

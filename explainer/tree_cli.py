@@ -153,16 +153,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _stats_markdown(stats) -> str:
-    head = ("| class | artifacts reachable | longest path | yes/no questions | follow-ups | rounds (mean / max) "
+    head = ("| class | artifacts reachable | longest path | yes/no questions | follow-ups | probes | rounds (mean / max) "
             "| entropy floor (bits) | questions / floor |")
-    rows = [head, "|" + "---|" * 8]
+    rows = [head, "|" + "---|" * 9]
     for c in stats.classes:
         rows.append(f"| {c.name} | {c.artifacts_reachable} | {c.longest_path} | {c.yes_no:.2f} ± {c.yes_no_se:.2f} | "
-                    f"{c.follow_ups:.2f} | {c.rounds:.2f} / {c.max_rounds} | {c.entropy_bits:.2f} | {c.ratio_to_floor:.2f} |")
+                    f"{c.follow_ups:.2f} | {c.probes:.2f} | {c.rounds:.2f} / {c.max_rounds} | {c.entropy_bits:.2f} | "
+                    f"{c.ratio_to_floor:.2f} |")
     mean_q, mean_h = stats.mean("yes_no"), stats.mean("entropy_bits")
-    rows.append(f"| **mean** | | | **{mean_q:.2f}** | {stats.mean('follow_ups'):.2f} | "
+    rows.append(f"| **mean** | | | **{mean_q:.2f}** | {stats.mean('follow_ups'):.2f} | {stats.mean('probes'):.2f} | "
                 f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)} | {mean_h:.2f} | **{mean_q / mean_h:.2f}** |")
-    rows.append(f"| direct prompting | 70 | 70 | 70 | 0 | 70 / 70 | | |")
+    rows.append("| direct prompting | 70 | 70 | 70 | 0 | 0 | 70 / 70 | | |")
     return "\n".join(rows) + f"\n\np = {stats.p_artifact:.3f} per applicable artifact; {stats.samples} oracle walks per class and region (seed {stats.seed})."
 
 

@@ -39,7 +39,12 @@ def render_report(report) -> Panel:
         for col in ("round", "question", "answer", "P(yes)"):
             q.add_column(col, style="dim" if col != "answer" else "")
         for item in report.questions:
-            p = f"{item['p_yes']:.2f}" if item.get("p_yes") is not None else ("inferred" if item["kind"] == "inferred" else item["kind"])
+            if item.get("p_yes") is not None:
+                p = f"{item['p_yes']:.2f}"
+            elif item["kind"] == "probe":
+                p = "measured " + (f"{item['value']:.3g}" if item.get("value") is not None else "n/a")
+            else:
+                p = "inferred" if item["kind"] == "inferred" else item["kind"]
             q.add_row(str(item["round"]), item["node_id"], item["answer"], p)
         parts.append(q)
     timing = "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in report.timings.items() if not k.startswith("detector_"))

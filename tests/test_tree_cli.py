@@ -125,7 +125,7 @@ def test_stats_markdown(capsys):
     assert main(["tree", "stats", str(DEFAULT_TREE), "--samples", "20", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| class | artifacts reachable |")
-    assert "| **mean** |" in out and "| direct prompting | 70 |" in out
+    assert "| **mean** |" in out and "| direct prompting | 70 |" in out and "| probes |" in out
     assert len([l for l in out.splitlines() if l.startswith("| ") and "cat" in l.split("|")[1]]) == 1
 
 
@@ -143,3 +143,11 @@ def test_worked_example_in_the_docs_walks_as_described(tmp_path, capsys):
     assert blob["counts"]["rounds"] == 4
     cut = next(f for f in blob["findings"] if f["artifact"] == "Abruptly cut off objects")
     assert cut["explanation"] == "The cat's tail is cut off in the middle of the image."
+
+
+def test_schema_lists_every_probe():
+    from explainer.probes import PROBES
+
+    schema = json.loads((ROOT / "explainer" / "schema" / "question-tree.schema.json").read_text())
+    probe = next(v for v in schema["$defs"]["node"]["oneOf"] if "probe" in v["properties"])
+    assert probe["properties"]["probe"]["enum"] == list(PROBES)

@@ -35,6 +35,11 @@ class ImageContext:
     image: Any = None
     image_id: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
+    # For probes: the input image as the user gave it (before super-resolution,
+    # which adds smoothness and periodic spectral replicas of its own) and the
+    # foreground mask (bool H×W, True on the object, resized as needed).
+    pixels: Any = None
+    mask: Any = None
 
 
 @dataclass(frozen=True)

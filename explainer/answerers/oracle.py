@@ -52,6 +52,14 @@ class OracleAnswerer(AnswererBase):
             out.append(ChoiceAnswer({o: float(o == pick) for o in q.options}))
         return out
 
+    def measure_probe(self, leads_to: frozenset[str], above: float | None, below: float | None) -> tuple[float, str]:
+        """A measurement on the right side of the threshold: as if the probe were perfect."""
+        yes = bool(leads_to & self.truth)
+        if above is not None:
+            return (above + 1.0 if yes else above - 1.0), "oracle"
+        assert below is not None
+        return (below - 1.0 if yes else below + 1.0), "oracle"
+
     def follow_up(self, queries: Sequence[FollowUpQuery]) -> list[FollowUpAnswer]:
         out = []
         for q in queries:

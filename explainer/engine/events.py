@@ -64,6 +64,22 @@ class AnswerInferred(Event):
 
 
 @dataclass(frozen=True)
+class ProbeMeasured(Event):
+    """A measurement taken instead of a question (no model involved)."""
+
+    round: int
+    node_id: str
+    probe: str
+    region: str  # object | background | whole
+    value: float | None  # None: it could not be measured (see note)
+    answer: str  # yes | no | unknown
+    above: float | None = None
+    below: float | None = None
+    note: str = ""
+    branch: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FindingMade(Event):
     round: int
     node_id: str
@@ -72,6 +88,7 @@ class FindingMade(Event):
     region: str | None = None
     detail: str | None = None
     p_yes: float | None = None
+    value: float | None = None  # the probe's measurement, for findings made by a probe
 
 
 @dataclass(frozen=True)
@@ -106,3 +123,4 @@ class WalkFinished(Event):
     seconds: float
     truncated: bool = False
     scope: dict[str, str] = field(default_factory=dict)
+    probes: int = 0

@@ -21,6 +21,7 @@ from explainer.answerers.base import (
 )
 from explainer.engine.events import (
     AnswerInferred,
+    ProbeMeasured,
     Event,
     FindingMade,
     FindingWithdrawn,
@@ -62,8 +63,9 @@ class Finding:
     node_id: str
     region: str | None
     detail: str | None
-    p_yes: float | None  # None when the answer was inferred
+    p_yes: float | None  # None when the answer was inferred or measured
     round: int
+    value: float | None = None  # the probe's measurement, for findings made by a probe
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -84,6 +86,7 @@ class WalkResult:
     seconds: float
     truncated: bool
     scope: dict[str, str] = field(default_factory=dict)
+    probes: int = 0
 
     @property
     def artifacts(self) -> set[str]:
@@ -101,7 +104,7 @@ class WalkResult:
             "findings": [f.to_dict() for f in self.findings],
             "counts": {
                 "yes_no": self.yes_no, "choices": self.choices, "follow_ups": self.follow_ups,
-                "inferred": self.inferred, "rounds": self.rounds, "steps": self.steps,
+                "inferred": self.inferred, "probes": self.probes, "rounds": self.rounds, "steps": self.steps,
             },
             "seconds": self.seconds,
             "truncated": self.truncated,
@@ -124,7 +127,8 @@ class _Walk:
         self.findings: list[Finding] = []
         self.steps = 0
         self.round = 0
-        self.counts = {"yes_no": 0, "choices": 0, "follow_ups": 0, "inferred": 0}
+        self.counts = {"yes_no": 0, "choices": 0, "follow_ups": 0, "inferred": 0, "probes": 0}
+        self.context = ImageContext()
         self.truncated = False
         self.final_scope: dict[str, str] = {}
         # artifacts found whose follow-up question is still to be asked
@@ -183,24 +187,52 @@ class _Walk:
         scope = {**item.scope, **node.set}
         self.counts["inferred"] += 1
         branch = self._yes_branch(node, scope, p_yes=None)
-        self.out.append(AnswerInferred(self.round, node.id, self._render(node.id, "ask", scope), "yes", reason, branch))
+        prompt = self._render(node.id, "ask", scope) if node.kind == "ask" else f"probe {node.probe} on the {node.on}"
+        self.out.append(AnswerInferred(self.round, node.id, prompt, "yes", reason, branch))
 
-    def _yes_branch(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None) -> tuple[str, ...]:
+    def _yes_branch(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None,
+                    value: float | None = None) -> tuple[str, ...]:
         if node.artifact:
-            self._found(node, scope, p_yes)
+            self._found(node, scope, p_yes, value)
             return (f"artifact:{node.artifact}",)
         return self._enter(node.if_yes, scope)
 
-    def _found(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None) -> None:
+    def _found(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None, value: float | None = None) -> None:
         if node.follow_up is not None:
             self.follow_ups.append((node, scope, p_yes))
         else:
-            self._record(node, scope, p_yes, None)
+            self._record(node, scope, p_yes, None, value)
 
-    def _record(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None, detail: str | None) -> None:
+    def _measure(self, node: NodeSpec, scope: dict[str, str]) -> tuple[float | None, str]:
+        oracle = getattr(self.answerer, "measure_probe", None)
+        if oracle is not None:  # a test double that knows the truth
+            return oracle(self.tree.leads_to((node.id,), scope), node.above, node.below)
+        image = self.context.pixels if self.context.pixels is not None else self.context.image
+        if image is None:
+            return None, "no image to measure"
+        from explainer.probes import measure
+
+        return measure(node.probe, image, self.context.mask, node.on)
+
+    def _probe(self, item: _Item, node: NodeSpec, scope: dict[str, str]) -> None:
+        self.counts["probes"] += 1
+        value, note = self._measure(node, scope)
+        if value is None:
+            answer, branch = "unknown", ()
+        else:
+            yes = value > node.above if node.above is not None else value < node.below
+            answer = "yes" if yes else "no"
+            branch = self._yes_branch(node, scope, None, value) if yes else self._enter(node.if_no, scope)
+        # a probe is measured in the round its node is reached; it asks the model nothing
+        self.out.append(ProbeMeasured(self.round, node.id, node.probe, node.on, value, answer, node.above,
+                                      node.below, note, branch))
+        self._group_answer(item.group, answer != "no")
+
+    def _record(self, node: NodeSpec, scope: dict[str, str], p_yes: float | None, detail: str | None,
+                value: float | None = None) -> None:
         assert node.artifact is not None
         artifact = self.tree.catalogue[node.artifact]
-        ctx = {**scope, "artifact": artifact.name, "description": artifact.description}
+        ctx = {**scope, "artifact": artifact.name, "description": artifact.description, "value": value}
         if node.follow_up is not None:
             ctx[node.follow_up.var] = detail or ""
         if node.explain is not None:
@@ -208,9 +240,11 @@ class _Walk:
         else:
             text = artifact.description[:1].upper() + artifact.description[1:]
             text += f" ({detail})." if detail else "."
-        finding = Finding(artifact.name, text, node.id, scope.get("region"), detail, p_yes, self.round)
+        if value is not None and node.explain is None:
+            text = text[:-1] + f" (measured {node.probe} = {value:.3g})."
+        finding = Finding(artifact.name, text, node.id, scope.get("region"), detail, p_yes, self.round, value)
         self.findings.append(finding)
-        self.out.append(FindingMade(self.round, node.id, artifact.name, text, finding.region, detail, p_yes))
+        self.out.append(FindingMade(self.round, node.id, artifact.name, text, finding.region, detail, p_yes, value))
 
     # -- the frontier ----------------------------------------------------------------
     def expand(self) -> tuple[list, list, list]:
@@ -240,6 +274,8 @@ class _Walk:
                 self._enter(node.then, scope)
             elif node.kind == "artifact":
                 self._found(node, scope, None)
+            elif node.kind == "probe":
+                self._probe(item, node, scope)
         follow_ups, self.follow_ups = self.follow_ups, []
         return yes_no, choices, follow_ups
 
@@ -322,6 +358,7 @@ class TreeRunner:
         self.check_scope(given)
         start_scope = {**self.tree.base_scope(), **given}
         walk = _Walk(self.tree, self.answerer, self.max_steps)
+        walk.context = context
         walk.final_scope.update({k: v for k, v in given.items()})
         started = time.perf_counter()
         yield WalkStarted(self.tree.name, context.image_id, dict(given))
@@ -346,7 +383,7 @@ class TreeRunner:
         c = walk.counts
         yield WalkFinished(tuple(f.artifact for f in walk.findings), c["yes_no"], c["choices"], c["follow_ups"],
                            c["inferred"], walk.round, walk.steps, time.perf_counter() - started, walk.truncated,
-                           dict(walk.final_scope))
+                           dict(walk.final_scope), c["probes"])
         self._last_findings = walk.findings
 
     def run(self, context: ImageContext | None = None, scope: Mapping[str, str] | None = None) -> WalkResult:
@@ -357,5 +394,5 @@ class TreeRunner:
             tree=self.tree.name, image_id=(context.image_id if context else ""), findings=list(self._last_findings),
             events=events, yes_no=done.yes_no, choices=done.choices, follow_ups=done.follow_ups,
             inferred=done.inferred, rounds=done.rounds, steps=done.steps, seconds=done.seconds,
-            truncated=done.truncated, scope=done.scope,
+            truncated=done.truncated, scope=done.scope, probes=done.probes,
         )

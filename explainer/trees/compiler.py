@@ -116,7 +116,7 @@ class CompiledTree:
     def _successors_all(self, node: NodeSpec, scope: dict) -> list[tuple[tuple[str, ...], dict]]:
         """Every way out of ``node`` for ``scope`` (both answers, every unbound option)."""
         out: list[tuple[tuple[str, ...], dict]] = []
-        if node.kind == "ask":
+        if node.kind in ("ask", "probe"):
             for t in (node.if_yes, node.if_no):
                 if t:
                     out.append((t.ids, scope))
@@ -231,8 +231,8 @@ class _Checker:
                 continue
             if node_id not in self.spec.nodes:
                 self.bad(target.where, f"refers to node '{node_id}', which does not exist{self._suggest(node_id, self.spec.nodes)}", sub)
-            elif target.mode == "at_least_one" and self.spec.nodes[node_id].kind != "ask":
-                self.bad(target.where, f"'{node_id}' is a '{self.spec.nodes[node_id].kind}' node; every member of at_least_one must be a yes/no question", sub)
+            elif target.mode == "at_least_one" and self.spec.nodes[node_id].kind not in ("ask", "probe"):
+                self.bad(target.where, f"'{node_id}' is a '{self.spec.nodes[node_id].kind}' node; every member of at_least_one must be a yes/no question or a probe", sub)
         if len(set(target.ids)) != len(target.ids):
             self.bad(target.where, "lists the same node twice")
 
@@ -244,6 +244,11 @@ class _Checker:
             for name in node.applies_to:
                 if self.spec.classes and name not in known:
                     self.bad(node.at("applies_to"), f"'{name}' is neither a class nor a group{self._suggest(name, known)}")
+        if node.kind == "probe" and node.probe is not None:
+            from explainer.probes import PROBES
+
+            if node.probe not in PROBES:
+                self.bad(node.at("probe"), f"unknown probe '{node.probe}'{self._suggest(node.probe, PROBES)}; known: {', '.join(PROBES)}")
         if node.artifact is not None and node.artifact not in self.catalogue:
             hint = self.catalogue.suggest(node.artifact)
             self.bad(node.at("artifact"), f"unknown artifact '{node.artifact}'" + (f" (did you mean '{hint}'?)" if hint else f"; names must be verbatim from the catalogue ({self.catalogue.source})"))
@@ -343,7 +348,7 @@ class _Checker:
             fields = []
             if node.prompt is not None:
                 fields.append(("ask" if node.kind == "ask" else "choose", node.prompt, have, node.at("ask" if node.kind == "ask" else "choose")))
-            extra = {"artifact", "description"}
+            extra = {"artifact", "description"} | ({"value"} if node.kind == "probe" else set())
             if node.follow_up is not None:
                 fields.append(("follow_up", node.follow_up.prompt, have | extra, node.follow_up.where))
                 extra = extra | {node.follow_up.var}
@@ -362,7 +367,8 @@ class _Checker:
                     self.bad(where, f"template uses '{var}', which the tree never provides here (available: {provided})", ("ask",) if name == "follow_up" else ())
                 if missing:
                     continue
-                scope = {**RUNTIME_VARS, **self.spec.vars, **samples, **node.set, "artifact": node.artifact or "", "description": ""}
+                scope = {**RUNTIME_VARS, **self.spec.vars, **samples, **node.set, "artifact": node.artifact or "",
+                         "description": "", "value": 0.5}
                 if node.follow_up is not None:
                     scope[node.follow_up.var] = "tail"
                 try:

@@ -20,7 +20,7 @@ TOP_KEYS = {
     "inputs": list,
 }
 DEFAULT_KEYS = {"threshold": (int, float)}
-KIND_KEYS = ("ask", "choose", "switch", "all", "artifact")
+KIND_KEYS = ("ask", "choose", "switch", "all", "artifact", "probe")
 COMMON_NODE_KEYS = {"label", "applies_to", "set", "note"}
 NODE_KEYS = {
     "ask": COMMON_NODE_KEYS | {"ask", "if_yes", "if_no", "threshold", "artifact", "explain", "follow_up"},
@@ -28,6 +28,7 @@ NODE_KEYS = {
     "switch": COMMON_NODE_KEYS | {"switch", "cases", "default"},
     "all": COMMON_NODE_KEYS | {"all"},
     "artifact": COMMON_NODE_KEYS | {"artifact", "explain", "follow_up"},
+    "probe": COMMON_NODE_KEYS | {"probe", "within", "above", "below", "if_yes", "if_no", "artifact", "explain"},
 }
 ALL_NODE_KEYS = set().union(*NODE_KEYS.values())
 FOLLOW_UP_KEYS = {"ask", "var", "allowed", "withdraw"}
@@ -139,8 +140,8 @@ class _FileParser:
             self.bad(path, f"a node must be a mapping, not {type(body).__name__} {body!r}")
             return None
         kinds = [k for k in KIND_KEYS if k in body]
-        # An ask node may carry an inline artifact; any other pair is ambiguous.
-        if "ask" in kinds and "artifact" in kinds:
+        # An ask or probe node may carry an inline artifact; any other pair is ambiguous.
+        if ("ask" in kinds or "probe" in kinds) and "artifact" in kinds:
             kinds.remove("artifact")
         if not kinds:
             self.bad(path, f"node has no kind: give one of {', '.join(KIND_KEYS)}")
@@ -189,12 +190,27 @@ class _FileParser:
             return value
         return None
 
+    def _probe(self, node: NodeSpec, body: dict, path: tuple) -> None:
+        from explainer.probes import REGIONS
+
+        if self.check_type(body["probe"], str, path + ("probe",)):
+            node.probe = body["probe"]
+        # `within`, not `on`: YAML 1.1 reads a bare `on:` key as a boolean
+        if "within" in body and self.check_type(body["within"], str, path + ("within",)):
+            if body["within"] not in REGIONS:
+                self.bad(path + ("within",), f"must be one of {', '.join(REGIONS)}, not {body['within']!r}")
+            else:
+                node.on = body["within"]
+        given = [k for k in ("above", "below") if k in body]
+        if len(given) != 1:
+            self.bad(path, "a probe needs exactly one threshold: 'above: X' (yes when the value is above X) or 'below: X'")
+        for key in given:
+            if self.check_type(body[key], (int, float), path + (key,)):
+                setattr(node, key, float(body[key]))
+        self._branches(node, body, path, what="probe")
+
     def _ask(self, node: NodeSpec, body: dict, path: tuple) -> None:
         node.prompt = self._template(body, "ask", path)
-        if "if_yes" in body:
-            node.if_yes = self.target(body["if_yes"], path + ("if_yes",), allow_group=True)
-        if "if_no" in body:
-            node.if_no = self.target(body["if_no"], path + ("if_no",))
         if "threshold" in body:
             value = body["threshold"]
             if self.check_type(value, (int, float), path + ("threshold",)):
@@ -202,15 +218,22 @@ class _FileParser:
                     self.bad(path + ("threshold",), f"must be between 0 and 1 (exclusive), not {value}")
                 else:
                     node.threshold = float(value)
+        self._branches(node, body, path, what="question")
+
+    def _branches(self, node: NodeSpec, body: dict, path: tuple, what: str) -> None:
+        if "if_yes" in body:
+            node.if_yes = self.target(body["if_yes"], path + ("if_yes",), allow_group=True)
+        if "if_no" in body:
+            node.if_no = self.target(body["if_no"], path + ("if_no",))
         if "artifact" in body:
             self._finding(node, body, path)
             if "if_yes" in body:
-                self.bad(path + ("if_yes",), "a question with an inline 'artifact' already knows where yes leads; drop 'if_yes' or move the artifact to its own node")
+                self.bad(path + ("if_yes",), f"a {what} with an inline 'artifact' already knows where yes leads; drop 'if_yes' or move the artifact to its own node")
         elif "explain" in body or "follow_up" in body:
             key = "explain" if "explain" in body else "follow_up"
             self.bad(path + (key,), f"'{key}' needs an 'artifact' on the same node")
         if "if_yes" not in body and "if_no" not in body and "artifact" not in body:
-            self.bad(path, "question has no branch: give 'if_yes', 'if_no' or an inline 'artifact'")
+            self.bad(path, f"{what} has no branch: give 'if_yes', 'if_no' or an inline 'artifact'")
 
     def _finding(self, node: NodeSpec, body: dict, path: tuple) -> None:
         if self.check_type(body["artifact"], str, path + ("artifact",)):

@@ -15,6 +15,10 @@ def _title(tree: CompiledTree, node_id: str) -> str:
         text = node.label or (node.prompt or "").replace("{{ intro }}", "").replace("{{ yn }}", "").strip()
         text = text if len(text) <= 90 else text[:87] + "..."
         return f"[{node.artifact}] ← {node.label or node.id}" if node.artifact else f"? {text}"
+    if node.kind == "probe":
+        cmp = f"> {node.above:g}" if node.above is not None else f"< {node.below:g}"
+        head = f"probe {node.probe} on {node.on} {cmp}"
+        return f"[{node.artifact}] ← {head}" if node.artifact else head
     if node.kind == "choose":
         return f"choose {node.sets or ''}: {node.label or node.id}".replace(":  ", ": ")
     if node.kind == "switch":
@@ -37,7 +41,7 @@ def to_rich(tree: CompiledTree) -> RichTree:
             parent.add(f"{prefix}[dim]→ {node_id} (see above)[/]")
             return
         shown.add(node_id)
-        style = {"ask": "", "choose": "cyan", "switch": "magenta", "all": "bold", "artifact": "green"}[node.kind]
+        style = {"ask": "", "choose": "cyan", "switch": "magenta", "all": "bold", "artifact": "green", "probe": "blue"}[node.kind]
         label = _title(tree, node_id).replace("[", "\\[")
         branch = parent.add(f"{prefix}[{style}]{label}[/]{extra}" if style else f"{prefix}{label}{extra}")
         for _, child, data in tree.graph.out_edges(node_id, data=True):
@@ -71,7 +75,7 @@ def to_mermaid(tree: CompiledTree) -> str:
 
 def to_dot(tree: CompiledTree) -> str:
     lines = [f'digraph "{_quote(tree.name)}" {{', "  rankdir=LR;", "  node [fontname=Helvetica, fontsize=10];"]
-    shapes = {"ask": "box", "choose": "diamond", "switch": "diamond", "all": "oval", "artifact": "note"}
+    shapes = {"ask": "box", "choose": "diamond", "switch": "diamond", "all": "oval", "artifact": "note", "probe": "hexagon"}
     for node_id, node in tree.spec.nodes.items():
         lines.append(f'  "{node_id}" [shape={shapes[node.kind]}, label="{_quote(_title(tree, node_id))}"];')
     for a, b, data in tree.graph.edges(data=True):

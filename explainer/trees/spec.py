@@ -44,7 +44,7 @@ class FollowUpSpec:
 @dataclass
 class NodeSpec:
     id: str
-    kind: str  # ask | choose | switch | all | artifact
+    kind: str  # ask | choose | switch | all | artifact | probe
     where: Where
     label: str | None = None
     applies_to: tuple[str, ...] | None = None
@@ -63,6 +63,11 @@ class NodeSpec:
     default: Target | None = None
     # all
     then: Target | None = None
+    # probe: a measurement instead of a question; yes when the value is above / below the threshold
+    probe: str | None = None
+    on: str = "whole"  # object | background | whole
+    above: float | None = None
+    below: float | None = None
     # artifact (a leaf, or inline on an ask node: found when the answer is yes)
     artifact: str | None = None
     explain: str | None = None

@@ -136,6 +136,7 @@ class SituationStats:
     max_rounds: int
     longest_path: int
     artifacts_per_image: float
+    probes: float = 0.0
 
 
 @dataclass
@@ -151,6 +152,7 @@ class ClassStats:
     max_rounds: int
     entropy_bits: float
     situations: list[SituationStats] = field(default_factory=list)
+    probes: float = 0.0
 
     @property
     def ratio_to_floor(self) -> float:
@@ -178,7 +180,7 @@ class TreeStats:
             "tree": self.tree, "p_artifact": self.p_artifact, "samples_per_situation": self.samples, "seed": self.seed,
             "catalogue_covered": self.catalogue_covered, "catalogue_size": self.catalogue_size,
             "direct": {"yes_no": self.direct_questions, "rounds": self.direct_questions},
-            "mean": {k: self.mean(k) for k in ("yes_no", "follow_ups", "rounds", "entropy_bits")}
+            "mean": {k: self.mean(k) for k in ("yes_no", "follow_ups", "probes", "rounds", "entropy_bits")}
             | {"ratio_to_floor": self.mean("yes_no") / self.mean("entropy_bits")},
             "classes": [dataclasses.asdict(c) | {"ratio_to_floor": c.ratio_to_floor} for c in self.classes],
         }
@@ -202,7 +204,7 @@ def tree_stats(tree: CompiledTree, p: float | None = None, priors: Mapping[str, 
     per_sit: list[SituationStats] = []
     for sit in sits:
         probs = [priors.get(a, p) for a in sit.artifacts]
-        q, f, r, n = [], [], [], []
+        q, f, r, n, pr = [], [], [], [], []
         for _ in range(samples):
             truth = {a for a, pa in zip(sit.artifacts, probs) if rng.random() < pa}
             oracle.truth = frozenset(truth)
@@ -214,10 +216,11 @@ def tree_stats(tree: CompiledTree, p: float | None = None, priors: Mapping[str, 
             f.append(res.follow_ups)
             r.append(res.rounds)
             n.append(len(truth))
+            pr.append(res.probes)
         per_sit.append(SituationStats(
             sit.vars, len(sit.artifacts), sum(entropy_bits(x) for x in probs), statistics.fmean(q),
             statistics.stdev(q) / math.sqrt(len(q)) if len(q) > 1 else 0.0, statistics.fmean(f), statistics.fmean(r),
-            max(r), longest_path(tree, sit.vars), statistics.fmean(n)))
+            max(r), longest_path(tree, sit.vars), statistics.fmean(n), statistics.fmean(pr)))
     classes: list[ClassStats] = []
     names = tree.classes or ("(any)",)
     for name in names:
@@ -236,6 +239,7 @@ def tree_stats(tree: CompiledTree, p: float | None = None, priors: Mapping[str, 
             yes_no_se=math.sqrt(sum(s.yes_no_se ** 2 for s in mine)) / len(mine),
             follow_ups=statistics.fmean(s.follow_ups for s in mine),
             rounds=statistics.fmean(s.rounds for s in mine), max_rounds=max(s.max_rounds for s in mine),
-            entropy_bits=statistics.fmean(s.entropy_bits for s in mine), situations=mine))
+            entropy_bits=statistics.fmean(s.entropy_bits for s in mine), situations=mine,
+            probes=statistics.fmean(s.probes for s in mine)))
     return TreeStats(tree.name, p, samples, seed, classes, len(tree.artifacts()), len(tree.catalogue),
                      len(tree.catalogue))

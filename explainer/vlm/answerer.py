@@ -107,6 +107,8 @@ class VLMAnswerer(AnswererBase):
             exact, reason = pc.reuse_support(self.model_type)
             if not exact:
                 self._fall_back(reason)
+            elif self.layout.split_error:
+                self._fall_back(f"cannot share the prompt prefix ({self.layout.split_error})")
         self._image = None
         self._prefix: pc.Prefix | None = None
         self._lm_head = model.get_output_embeddings()

@@ -40,12 +40,16 @@ class ChatLayout:
     # Text the template puts between the generation prompt and the answer (" " for SmolVLM/LLaVA).
     answer_lead: str = ""
 
+    # Why the template cannot be split (then only the plain path is possible), or "".
+    split_error: str = ""
+
     def __post_init__(self) -> None:
         probe = self.render(_SENTINEL)
         at = probe.find(_SENTINEL)
         if at < 0:
-            raise PromptSplitError("the chat template does not show the question text verbatim")
-        self.prefix_text = probe[:at]
+            self.split_error = "the chat template does not show the question text verbatim"
+        else:
+            self.prefix_text = probe[:at]
         self.answer_lead = self._answer_lead()
 
     @property
@@ -75,6 +79,8 @@ class ChatLayout:
 
     def suffix_ids(self, question: str, prefix_raw_ids: list[int]) -> list[int]:
         """Ids of everything after the prefix, as they appear in the whole prompt's tokenisation."""
+        if self.split_error:
+            raise PromptSplitError(self.split_error)
         full = self.render(question)
         if not full.startswith(self.prefix_text):
             raise PromptSplitError("the rendered prompt does not start with the shared prefix")

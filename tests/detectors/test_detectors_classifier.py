@@ -120,3 +120,16 @@ def test_corrupt_and_missing_checkpoint_files(tmp_path):
     with pytest.raises(UsageError) as exc:
         load_classifier(tmp_path)
     assert str(exc.value) == f"{tmp_path / 'detector.json'}: no such file"
+
+
+def test_reloaded_random_classifier_still_says_it_is_untrained(tmp_path):
+    from PIL import Image
+
+    from detectors import DetectorStage
+    from detectors.classifier import ClassifierConfig, build_classifier, load_classifier, save_classifier
+
+    save_classifier(tmp_path / "det", build_classifier(ClassifierConfig(backbone="tiny_cnn")))
+    model, meta = load_classifier(tmp_path / "det")
+    assert model.random_init and meta["random_init"] is True
+    result = DetectorStage.from_paths(classifier=tmp_path / "det").run([Image.new("RGB", (32, 32), (90, 120, 200))])[0]
+    assert "classifier weights are untrained: the verdict means nothing" in result.notes

@@ -251,3 +251,21 @@ def test_unsplittable_prompt_falls_back_once(loaded, image, monkeypatch):
     assert answerer.mode == "plain" and len(answerer.notes) == 1
     want = plain.yes_no(queries)
     assert [a.p_yes for a in got] == pytest.approx([a.p_yes for a in want], abs=TOL)
+
+
+def test_template_hiding_the_question_falls_back(loaded, image):
+    """A template that rewrites the question text cannot be split: plain path, said once, still answers."""
+    import copy
+
+    from explainer.testing import SMOLVLM_TEMPLATE
+
+    base = loaded["idefics3"]
+    processor = copy.copy(base.processor)
+    processor.chat_template = SMOLVLM_TEMPLATE.replace("{{ line['text'] }}", "{{ line['text'] | lower }}")
+    with pytest.warns(UserWarning, match="does not show the question text verbatim"):
+        answerer = VLMAnswerer(base.model, processor, mode="cached")
+    assert answerer.mode == "plain" and len(answerer.notes) == 1
+    answerer.begin_image(ImageContext(image=image))
+    (answer,) = answerer.yes_no([YesNoQuery("q", QUESTIONS[0])])
+    assert 0.0 < answer.p_yes < 1.0 and answer.mass > 0.0
+    assert [b.kind for b in answerer.batches] == ["plain"]
