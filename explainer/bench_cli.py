@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--vlm", metavar="ID_OR_PATH", help="a real model (default: build --arch with random weights)")
-    src.add_argument("--arch", default="smolvlm-256m", choices=("smolvlm-256m", "idefics3", "llava", "qwen2_vl"),
+    src.add_argument("--arch", default="smolvlm-256m", choices=("smolvlm-256m", "idefics3", "llava", "qwen2_vl", "qwen2_5_vl"),
                      help="random-weight model to build: real-size SmolVLM-256M or a tiny test model")
     p.add_argument("--models-dir", default="runs/bench-models", help="where built models are kept between runs")
     p.add_argument("--strategies", help="comma-separated subset of direct-naive,direct-cached,tree-naive,tree")

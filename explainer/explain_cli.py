@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="CHECKPOINT", help="mask C-GAN from `explain train masks` (default: GrabCut)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quantize", choices=("4bit", "8bit"), help="bitsandbytes quantization (CUDA only)")
+    p.add_argument("--explain-with-vlm", action="store_true",
+                   help="ask the VLM for a free sentence per finding instead of the tree's explanation template")
     p.add_argument("--class", dest="obj", metavar="NAME", help="the object class, when known (skips that question)")
     p.add_argument("--json", action="store_true", help="one JSON record per image on stdout")
     p.add_argument("--out", metavar="DIR", help="write task1.json, task2.json and results.jsonl here")
@@ -119,7 +121,8 @@ def run_explain(args: argparse.Namespace) -> int:
         err.print(f"resuming: {len(paths) - len(todo)} image(s) already done in {args.out}")
     options = PipelineOptions(
         tree=args.tree, strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
-        sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps)
+        sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps,
+        explain_with_vlm=args.explain_with_vlm)
     pipeline = Pipeline.load(options, on_note=lambda note: err.print(f"[yellow]note:[/] {note}"))
     failures: list[ImageReport] = []
     from rich.progress import Progress

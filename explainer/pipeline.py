@@ -39,6 +39,7 @@ class PipelineOptions:
     vlm_mode: str = "cached"
     obj: str | None = None  # the class, when the user knows it
     max_steps: int = DEFAULT_MAX_STEPS
+    explain_with_vlm: bool = False  # a free sentence from the VLM per finding instead of the tree's template
 
 
 @dataclass
@@ -147,7 +148,33 @@ class Pipeline:
                 continue
             walk = TreeRunner(self.tree, self.answerer, self.options.max_steps).run(context, scope=scope)
             self._fill(report, walk)
+            if self.options.explain_with_vlm and report.findings:
+                self._vlm_sentences(report, context)
         return reports
+
+    def _vlm_sentences(self, report: ImageReport, context: ImageContext) -> None:
+        """Ask the model for one free sentence per finding (one batch on a fresh image encoding)."""
+        from explainer.answerers.base import FollowUpQuery
+
+        obj = report.obj or "object"
+        queries = []
+        for f in report.findings:
+            description = self.tree.catalogue[f["artifact"]].description
+            queries.append(FollowUpQuery(
+                f["node_id"], f"This image of a {obj} may be AI-generated and shows this artifact: {f['artifact']} "
+                f"({description}). In one sentence, say where in the image it shows and what it looks like.",
+                max_new_tokens=48, artifact=f["artifact"], free_text=True))
+        self.answerer.begin_image(context)
+        try:
+            answers = self.answerer.follow_up(queries)
+        finally:
+            self.answerer.end_image()
+        for f, a in zip(report.findings, answers):
+            if a.text.strip():
+                f["template_explanation"] = f["explanation"]
+                f["explanation"] = a.text.strip()
+            else:
+                report.notes.append(f"the VLM gave no sentence for {f['artifact']}: kept the tree's explanation")
 
     def _probes_only(self, report: ImageReport, context: ImageContext) -> None:
         """No VLM: still take every measurement the tree defines that needs no class, and say so."""

@@ -137,3 +137,16 @@ def test_explicit_vlm_that_cannot_load_is_a_usage_error(tmp_path, capsys):
     assert main([str(tmp_path / "1.png"), "--vlm", str(tmp_path / "no-such-model")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explain: error: cannot load VLM") and "Traceback" not in err
+
+
+def test_explain_with_vlm_replaces_template_explanations(tmp_path, tiny_models, capsys):
+    vlm, _ = tiny_models
+    _images(tmp_path, 1)
+    img = str(tmp_path / "1.png")
+    assert main([img, "--vlm", str(vlm), "--device", "cpu", "--json", "--explain-with-vlm"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["findings"], "the tiny model should find something to explain"
+    for f in record["findings"]:
+        assert "template_explanation" in f or "the VLM gave no sentence" in " ".join(record["notes"])
+        if "template_explanation" in f:
+            assert f["explanation"] != f["template_explanation"] and "\n" not in f["explanation"]

@@ -71,6 +71,7 @@ class FollowUpQuery:
     max_new_tokens: int = 4
     artifact: str = ""
     withdraw: str = "none"  # the word that withdraws the finding
+    free_text: bool = False  # return the whole generated text (a sentence), not its first word
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,12 @@ def first_word(text: str) -> str:
     return ""
 
 
+def sentence(text: str) -> str:
+    """Generated free text as one clean line: control characters dropped, whitespace collapsed."""
+    text = "".join(ch for ch in text if ch.isprintable() or ch.isspace()).replace("\ufffd", "")
+    return " ".join(text.split())
+
+
 class VLMAnswerer(AnswererBase):
     """Implements :class:`explainer.answerers.base.Answerer` with a Hugging Face VLM.
 
@@ -326,7 +332,8 @@ class VLMAnswerer(AnswererBase):
         if free:
             texts = self._greedy([queries[i] for i in free])
             for i, (text, tokens, seconds) in zip(free, texts):
-                answers[i] = FollowUpAnswer(first_word(text), tokens=tokens, seconds=seconds)
+                answer = sentence(text) if queries[i].free_text else first_word(text)
+                answers[i] = FollowUpAnswer(answer, tokens=tokens, seconds=seconds)
         return answers  # type: ignore[return-value]
 
     def _greedy(self, queries: list[FollowUpQuery]) -> list[tuple[str, int, float]]:
@@ -425,7 +432,7 @@ class VLMAnswerer(AnswererBase):
 
     def _generate_follow_up(self, query: FollowUpQuery) -> FollowUpAnswer:
         text, tokens, seconds = self._generate_text(query.prompt, query.max_new_tokens)
-        return FollowUpAnswer(first_word(text), tokens=tokens, seconds=seconds)
+        return FollowUpAnswer(sentence(text) if query.free_text else first_word(text), tokens=tokens, seconds=seconds)
 
 
 def _extend(inputs: dict, extra: Sequence[int]) -> dict:
