@@ -95,8 +95,8 @@ class ImageRun:
     detector_seconds: float
     encode_seconds: float
     question_seconds: float  # walk time outside the image encoding
-    model_seconds: float  # inside the model's forward passes / generation
-    overhead_seconds: float  # the engine's own time: walk - encoding - model
+    model_seconds: float  # inside the model's forward passes / generation, the image encoding included
+    overhead_seconds: float  # everything else in the walk: the engine, templates, the processor's image preparation
     yes_no: int
     follow_ups: int
     choices: int
@@ -235,10 +235,10 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n
             report.runs.append(ImageRun(
                 strategy=name, image=i, seconds=wall + det_seconds[i], detector_seconds=det_seconds[i],
                 encode_seconds=st.prefix_seconds, question_seconds=wall - st.prefix_seconds,
-                model_seconds=st.model_seconds, overhead_seconds=max(0.0, wall - st.prefix_seconds - st.model_seconds),
+                # the answerer's model_seconds, forward_passes and tokens already include the prefix
+                model_seconds=st.model_seconds, overhead_seconds=wall - st.model_seconds,
                 yes_no=walk.yes_no, follow_ups=walk.follow_ups, choices=walk.choices, rounds=walk.rounds,
-                forward_passes=st.forward_passes + (1 if st.prefix_tokens else 0),
-                tokens=st.tokens + st.prefix_tokens, artifacts_true=len(truth)))
+                forward_passes=st.forward_passes, tokens=st.tokens, artifacts_true=len(truth)))
     report.summaries = summarise(report.runs, strategies)
     return report
 

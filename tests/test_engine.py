@@ -146,3 +146,31 @@ def test_scripted_answers_file_errors(tmp_path):
     tree = _tree(tmp_path, SMALL)
     with pytest.raises(UsageError, match="no scripted answer for yes/no node 'a'"):
         TreeRunner(tree, strict).run(scope={"obj": "cat"})
+
+
+def test_preamble_is_rendered_once_and_not_repeated_in_prompts(tmp_path):
+    from explainer.answerers.base import AnswererBase, YesNoAnswer
+    from explainer.engine import WalkStarted
+
+    class Recorder(AnswererBase):
+        def begin_image(self, context):
+            super().begin_image(context)
+            self.preambles = getattr(self, "preambles", []) + [context.preamble]
+
+        def yes_no(self, queries):
+            return [YesNoAnswer(0.0) for _ in queries]
+
+    tree = _tree(tmp_path, SMALL.replace("start: region", "preamble: Look at {{ roi }} of this {{ obj }}.\n    start: region"))
+    rec = Recorder()
+    result = TreeRunner(tree, rec).run(scope={"obj": "cat"})
+    assert rec.preambles == ["Look at the region inside the red box of this cat."]
+    assert result.events[0] == WalkStarted("small", "", {"obj": "cat"}, "Look at the region inside the red box of this cat.")
+    assert all("Look at" not in q.prompt for q in result.questions)
+
+
+def test_preamble_may_only_use_what_is_known_before_the_walk(tmp_path):
+    from explainer.trees import TreeError
+
+    body = SMALL.replace("    inputs: [obj]\n", "").replace("start: region", "preamble: A {{ region }}.\n    start: region")
+    with pytest.raises(TreeError, match="preamble: template uses 'region', which the tree never provides before the first question"):
+        _tree(tmp_path, body)

@@ -40,6 +40,9 @@ class ImageContext:
     # foreground mask (bool H×W, True on the object, resized as needed).
     pixels: Any = None
     mask: Any = None
+    # Said before every question about this image (the tree's preamble). A model
+    # answerer encodes it once with the image; its prompts do not repeat it.
+    preamble: str = ""
 
 
 @dataclass(frozen=True)

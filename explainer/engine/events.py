@@ -23,6 +23,7 @@ class WalkStarted(Event):
     tree: str
     image_id: str
     scope: dict[str, str]
+    preamble: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ step; the walk stops when no question is left or the step limit is reached.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -357,11 +358,14 @@ class TreeRunner:
         given = dict(scope or {})
         self.check_scope(given)
         start_scope = {**self.tree.base_scope(), **given}
+        preamble = self.tree.templates.get(("(tree)", "preamble"))
+        if preamble is not None:
+            context = dataclasses.replace(context, preamble=render(preamble, start_scope))
         walk = _Walk(self.tree, self.answerer, self.max_steps)
         walk.context = context
         walk.final_scope.update({k: v for k, v in given.items()})
         started = time.perf_counter()
-        yield WalkStarted(self.tree.name, context.image_id, dict(given))
+        yield WalkStarted(self.tree.name, context.image_id, dict(given), context.preamble)
         walk.pending.append(_Item(self.tree.start, start_scope))
         self.answerer.begin_image(context)
         try:

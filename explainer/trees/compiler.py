@@ -343,6 +343,19 @@ class _Checker:
         for var in self.spec.inputs:
             samples.setdefault(var, var)
         compiled: dict[tuple[str, str], Any] = {}
+        if self.spec.preamble is not None:
+            where = self.spec.where.get("preamble", Where(self.spec.file, 1, ("preamble",)))
+            try:
+                used = undeclared_variables(self.spec.preamble)
+                template = compile_template(self.spec.preamble)
+            except TemplateSyntaxError as exc:
+                self.bad(where, f"template syntax error: {exc.message} (template line {exc.lineno})")
+            else:
+                for var in sorted(used - base):
+                    self.bad(where, f"template uses '{var}', which the tree never provides before the first question "
+                                    f"(available: {', '.join(sorted(base))})")
+                if not used - base:
+                    compiled[("(tree)", "preamble")] = template
         for node in self.spec.nodes.values():
             have = bound.get(node.id, base | set(node.set))
             fields = []

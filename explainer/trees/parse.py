@@ -17,7 +17,7 @@ from explainer.trees.yaml_source import YamlDocument, load_yaml
 TOP_KEYS = {
     "tree": str, "description": str, "version": int, "include": list, "classes": list,
     "groups": dict, "vars": dict, "defaults": dict, "start": str, "nodes": dict, "catalogue": str,
-    "inputs": list,
+    "inputs": list, "preamble": str,
 }
 DEFAULT_KEYS = {"threshold": (int, float)}
 KIND_KEYS = ("ask", "choose", "switch", "all", "artifact", "probe")
@@ -443,6 +443,7 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
     spec = TreeSpec(
         name=str(top_main.get("tree", Path(root).stem)),
         description=str(top_main.get("description", "")),
+        preamble=top_main.get("preamble"),
         file=shown(root),
         start=top_main.get("start"),
         classes=tuple(classes),

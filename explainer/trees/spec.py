@@ -87,6 +87,8 @@ class NodeSpec:
 class TreeSpec:
     name: str
     description: str
+    # Said once per image before every question; a model answerer encodes it with the image.
+    preamble: str | None
     file: str
     start: str | None
     classes: tuple[str, ...]

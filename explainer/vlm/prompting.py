@@ -36,6 +36,8 @@ class ChatLayout:
     """Renders prompts with a processor's chat template and splits them at the question."""
 
     processor: object
+    # Shared text said before every question of an image (the tree's preamble): part of the prefix.
+    preamble: str = ""
     prefix_text: str = ""
     # Text the template puts between the generation prompt and the answer (" " for SmolVLM/LLaVA).
     answer_lead: str = ""
@@ -44,21 +46,31 @@ class ChatLayout:
     split_error: str = ""
 
     def __post_init__(self) -> None:
+        self._split()
+        self.answer_lead = self._answer_lead()
+
+    def _split(self) -> None:
         probe = self.render(_SENTINEL)
         at = probe.find(_SENTINEL)
         if at < 0:
             self.split_error = "the chat template does not show the question text verbatim"
         else:
             self.prefix_text = probe[:at]
-        self.answer_lead = self._answer_lead()
+
+    def set_preamble(self, preamble: str) -> None:
+        """Use ``preamble`` before every question from now on (it moves into the prefix)."""
+        if preamble != self.preamble:
+            self.preamble = preamble
+            self._split()
 
     @property
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 
     def render(self, question: str, answer: str | None = None) -> str:
+        text = f"{self.preamble}\n{question}" if self.preamble else question
         return self.processor.apply_chat_template(
-            user_messages(question, answer), add_generation_prompt=answer is None, tokenize=False
+            user_messages(text, answer), add_generation_prompt=answer is None, tokenize=False
         )
 
     def _answer_lead(self) -> str:

@@ -74,9 +74,11 @@ def test_choices_cached_batched_equal_plain(loaded, arch, image):
         assert sum(g.probs.values()) == pytest.approx(1.0, abs=1e-6)
         for option in q.options:
             assert g.probs[option] == pytest.approx(w.probs[option], abs=TOL)
-    # all (question, option) rows in one batch
+    # every question's text in one batch, then only the options' later tokens (a second cache level)
     assert [b.kind for b in cached.batches] == ["prefix", "choose"]
-    assert cached.batches[1].size == sum(len(q.options) for q in CHOICES)
+    assert cached.batches[1].size == len(CHOICES)
+    option_tokens = sum(len(cached.layout.answer_ids(q.prompt, o)) - 1 for q in CHOICES for o in q.options)
+    assert cached.stats.forward_passes == 2 + (1 if option_tokens else 0)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -269,3 +271,24 @@ def test_template_hiding_the_question_falls_back(loaded, image):
     (answer,) = answerer.yes_no([YesNoQuery("q", QUESTIONS[0])])
     assert 0.0 < answer.p_yes < 1.0 and answer.mass > 0.0
     assert [b.kind for b in answerer.batches] == ["plain"]
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_preamble_goes_into_the_cached_prefix_and_answers_stay_equal(loaded, arch, image):
+    cached, plain = _pair(loaded[arch])
+    ctx = ImageContext(image=image, image_id="1", preamble="This image may be AI-generated.")
+    cached.begin_image(ctx)
+    plain.begin_image(ctx)
+    assert "This image may be AI-generated." in cached.layout.prefix_text
+    queries = [YesNoQuery(f"q{i}", q) for i, q in enumerate(QUESTIONS)]
+    got, want = cached.yes_no(queries), plain.yes_no(queries)
+    assert cached.mode == "cached"
+    for g, w in zip(got, want):
+        assert g.p_yes == pytest.approx(w.p_yes, abs=TOL)
+    # the preamble is not processed again per question
+    bare = _pair(loaded[arch])[0]
+    bare.begin_image(ImageContext(image=image, image_id="1"))
+    assert cached.stats.prefix_tokens > bare.stats.prefix_tokens
+    assert [a.tokens for a in got] == [a.tokens for a in bare.yes_no(queries)]
+    # and the preamble changes the answers (it is really seen)
+    assert any(abs(g.p_yes - b.p_yes) > 1e-6 for g, b in zip(got, bare.yes_no(queries)))
