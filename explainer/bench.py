@@ -179,6 +179,19 @@ def _truths(tree: CompiledTree, n: int, seed: int) -> list[tuple[dict[str, str],
     return out
 
 
+def full_detector_stage(device: str):
+    """The seed's detector stage with random weights: RRDBNet ×4, DenseNet121, Grad-CAM (latency only)."""
+    import torch
+
+    from detectors import DetectorStage, RRDBNet, SuperResolver
+    from detectors.classifier import ClassifierConfig, build_classifier
+
+    torch.manual_seed(0)
+    sr = SuperResolver(method="rrdbnet", net=RRDBNet().eval(), reason=None)
+    classifier = build_classifier(ClassifierConfig(backbone="densenet121"))
+    return DetectorStage(sr, classifier, device=device)
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -188,7 +201,8 @@ def _sync(device: str) -> None:
 
 def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n_images: int = 3,
               oracle: bool = True, device: str = "cpu", seed: int = 0, detector: Any = None,
-              dtype: Any = None, quantize: str | None = None, on_progress=lambda msg: None) -> BenchReport:
+              dtype: Any = None, quantize: str | None = None, detector_stage: str = "default",
+              on_progress=lambda msg: None) -> BenchReport:
     """Run every strategy on the same images with one loaded model (weights shared between modes)."""
     from detectors import DetectorStage
     from explainer.vlm import VLMAnswerer, load_vlm
@@ -200,7 +214,8 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n
         raise UsageError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
     trees = {"tree": compile_tree(default_tree_path()), "direct": compile_tree(default_tree_path().parent / "direct.yaml")}
     base = load_vlm(vlm_path, device=device, dtype=dtype, quantize=quantize, mode="cached")
-    detector = detector or DetectorStage.from_paths(device=device)
+    if detector is None:
+        detector = full_detector_stage(device) if detector_stage == "full" else DetectorStage.from_paths(device=device)
     images = synthetic_images(n_images, seed)
     truths = _truths(trees["tree"], n_images, seed)
     # the detector stage is the same for every strategy: run it once per image, count it in each
@@ -217,6 +232,7 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n
                "parameters": sum(p.numel() for p in base.model.parameters()),
                "dtype": str(next(base.model.parameters()).dtype).replace("torch.", ""), "notes": list(base.notes)},
         settings={"strategies": list(strategies), "images": n_images, "oracle": oracle, "seed": seed,
+                  "detector_stage": detector_stage,
                   "p_artifact": default_p(situations(trees["tree"]))},
     )
     for name in strategies:

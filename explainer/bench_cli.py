@@ -35,7 +35,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--images must be at least 1")
     path = _model_path(args)
     report = run_bench(path, strategies=strategies, n_images=args.images, oracle=not args.model_answers,
-                       device=args.device, seed=args.seed, on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
+                       device=args.device, seed=args.seed, detector_stage=args.detector_stage,
+                       on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
     table = Table(title=f"per image, {report.settings['images']} images, {report.model['model_type']} "
                         f"({report.model['parameters'] / 1e6:.0f}M params, {report.model['dtype']}), {args.device}"
                         + (", oracle-driven branches" if report.settings["oracle"] else ", model's own answers"))
@@ -68,7 +69,8 @@ def to_markdown(report) -> str:
                     f"{s.question_seconds:.3f} | {100 * s.overhead_fraction:.1f}% |")
     m = report.model
     rows.append(f"\n{report.settings['images']} images; {m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, "
-                f"{m['dtype']}; {report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
+                f"{m['dtype']}; detector stage: {report.settings['detector_stage']}; "
+                f"{report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
                 f"{report.machine['torch']}, transformers {report.machine['transformers']}; "
                 + ("branches opened by the oracle (p = %.3f)" % report.settings['p_artifact'] if report.settings['oracle']
                    else "branches opened by the model's own answers") + ".")
@@ -86,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--detector-stage", choices=("default", "full"), default="default",
+                   help="default: what `explain` runs without weights (bicubic, no classifier); "
+                        "full: random-weight RRDBNet x4 + DenseNet121 + Grad-CAM (the seed's stage, for latency)")
     p.add_argument("--model-answers", action="store_true",
                    help="let the model's own answers open branches (default: an oracle does, see docs)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (for READMEs)")

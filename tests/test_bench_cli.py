@@ -39,3 +39,11 @@ def test_oracle_driven_keeps_model_costs_and_oracle_answers():
     (a,) = driven.yes_no([YesNoQuery("q", "?", frozenset({"Artificial smoothness"}))])
     assert a.p_yes == 1.0  # the oracle's answer
     assert model.calls and model.calls[0].node_ids == ("q",)  # the model still computed it
+
+
+def test_full_detector_stage_builds_the_seed_architectures():
+    from explainer.bench import full_detector_stage
+
+    stage = full_detector_stage("cpu")
+    assert stage.sr.method == "rrdbnet" and stage.classifier is not None
+    assert stage.classifier.config.backbone == "densenet121"
