@@ -23,6 +23,12 @@ QUICK = TrainConfig(model=NARROW, epochs=15, batch_size=4, lr=2e-3, seed=0, thre
 
 
 @pytest.fixture(scope="session")
+def quick() -> TrainConfig:
+    """The short training recipe (a fixture: two conftest modules cannot both be imported as `conftest`)."""
+    return QUICK
+
+
+@pytest.fixture(scope="session")
 def salient_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("salient") / "data", 40, seed=3, style="salient")
 

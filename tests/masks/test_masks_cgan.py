@@ -19,7 +19,6 @@ from masks.synthetic import make_samples, write_dataset
 from masks.train import mean_iou, train
 from masks.unet import UnetGenerator, init_weights
 
-from conftest import QUICK
 
 
 def test_unet_128_has_seven_downsamplings_and_skip_shapes() -> None:
@@ -55,11 +54,11 @@ def test_init_is_normal_002() -> None:
     assert abs(float(w.std()) - 0.02) < 0.002 and abs(float(w.mean())) < 0.002
 
 
-def test_short_training_reaches_iou_08_on_held_out(trained) -> None:
+def test_short_training_reaches_iou_08_on_held_out(trained, quick) -> None:
     result, out, log = trained
-    assert result.n_val >= 8 and result.last_epoch == QUICK.epochs
+    assert result.n_val >= 8 and result.last_epoch == quick.epochs
     assert result.final_iou >= 0.8, log
-    assert "held-out IoU" in log and log.count("epoch ") >= QUICK.epochs
+    assert "held-out IoU" in log and log.count("epoch ") >= quick.epochs
     # And on images never seen in training or checkpoint selection, through the public API.
     fresh = make_samples(12, seed=99, style="salient")
     pred = MaskPredictor.from_checkpoint(out / "last.safetensors").predict([img for img, _ in fresh])
