@@ -111,10 +111,17 @@ def _p(item: dict[str, Any]) -> dict[str, Any]:
     return {"p": cell, "p_is_number": item.get("p_yes") is not None}  # words are shown muted
 
 
-def _verdict(verdict: str | None, p_fake: float | None) -> dict[str, str]:
+UNTRAINED = "classifier weights are untrained"
+
+
+def _verdict(verdict: str | None, p_fake: float | None, notes=()) -> dict[str, str]:
     if verdict is None:
         return {"label": "no verdict", "css": "unknown", "detail": "no classifier checkpoint: treated as suspect"}
-    return {"label": verdict.upper(), "css": verdict, "detail": f"P(fake) = {p_fake:.2f}" if p_fake is not None else ""}
+    detail = f"P(fake) = {p_fake:.2f}" if p_fake is not None else ""
+    if any(UNTRAINED in n for n in notes):
+        # a verdict from random weights must not look like one: say so where the eye lands
+        return {"label": f"{verdict.upper()}?", "css": "unknown", "detail": f"{detail}: untrained classifier, meaningless"}
+    return {"label": verdict.upper(), "css": verdict, "detail": detail}
 
 
 def _timings(timings: dict[str, float]) -> list[dict[str, Any]]:
@@ -153,7 +160,7 @@ def render_page(report, original: Image.Image | None = None, source: str | None 
         "name": Path(report.file).name,
         "source": source or _source_key(report.file),
         "error": report.error,
-        "verdict": _verdict(report.verdict, report.p_fake),
+        "verdict": _verdict(report.verdict, report.p_fake, report.notes),
         "facts": [(k, v) for k, v in (
             ("class", report.obj), ("region", report.region),
             ("box", str(tuple(report.roi_box)) if report.roi_box else "none"),
@@ -187,7 +194,7 @@ def render_index(rows: list[dict[str, Any]], title: str = "Batch report") -> str
                "real": sum(r.get("verdict") == "real" for r in done),
                "unknown": sum(r.get("verdict") is None for r in done)}
     items = [{"file": r["file"], "name": Path(r["file"]).name, "page": r.get("page"), "thumb": r.get("thumb"),
-              "verdict": _verdict(r.get("verdict"), r.get("p_fake")), "findings": len(r.get("findings") or []),
+              "verdict": _verdict(r.get("verdict"), r.get("p_fake"), r.get("notes") or ()), "findings": len(r.get("findings") or []),
               "artifacts": list(dict.fromkeys(f.get("artifact", "") for f in r.get("findings") or [])),
               "skipped": r.get("skipped")} for r in done]
     failed = [{"file": r["file"], "page": r.get("page"), "error": r["error"]} for r in errors]

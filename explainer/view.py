@@ -15,6 +15,9 @@ def render_report(report) -> Panel:
     else:
         style = "bold red" if report.verdict == "fake" else "bold green"
         verdict = Text(f"{report.verdict.upper()}  P(fake) = {report.p_fake:.2f}", style=style)
+        if any("classifier weights are untrained" in n for n in report.notes):
+            verdict = Text(f"{report.verdict.upper()}?  P(fake) = {report.p_fake:.2f} (untrained classifier: meaningless)",
+                           style="yellow")
     parts.append(verdict)
     facts = []
     if report.obj:

@@ -308,3 +308,11 @@ def test_page_loads_in_headless_chromium(tmp_path):
     dom = Page(result.stdout)  # the DOM after Chromium parsed it: the same pieces survive
     assert [im["alt"] for im in dom.imgs] == ["original", "super-resolved", "Grad-CAM", "foreground mask"]
     assert len(dom.body_rows("questions")) == 4 and "script" not in dom.tags
+
+
+def test_untrained_classifier_verdict_is_flagged():
+    from explainer.report import _verdict
+
+    flagged = _verdict("real", 0.47, ["classifier weights are untrained: the verdict means nothing"])
+    assert flagged["label"] == "REAL?" and "untrained" in flagged["detail"] and flagged["css"] == "unknown"
+    assert _verdict("real", 0.47, [])["label"] == "REAL"
