@@ -13,12 +13,11 @@ from typing import Any, Callable, Iterable
 
 from explainer.answerers.base import Answerer, ImageContext
 from explainer.engine import TreeRunner
-from explainer.engine.runner import DEFAULT_MAX_STEPS, WalkResult
+from explainer.engine.runner import DEFAULT_MAX_STEPS, WalkResult, explain_finding, probe_says_yes
 from explainer.errors import UsageError
 from explainer.images import LoadedImage, image_index
 from explainer.trees import compile_tree
 from explainer.trees.compiler import CompiledTree, default_tree_path
-from explainer.trees.templates import render
 
 STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
 ROI_WITH_BOX = "the region inside the red box"
@@ -184,19 +183,13 @@ class Pipeline:
             if node.kind != "probe" or node.applies_to is not None:
                 continue
             value, note = measure(node.probe, context.pixels, context.mask, node.on)
-            yes = value is not None and (value > node.above if node.above is not None else value < node.below)
+            yes = probe_says_yes(node, value)
             report.questions.append({"round": 0, "node_id": node.id, "kind": "probe", "prompt": f"{node.probe} on the {node.on}",
-                                     "answer": "unknown" if value is None else ("yes" if yes else "no"), "p_yes": None,
+                                     "answer": "unknown" if yes is None else ("yes" if yes else "no"), "p_yes": None,
                                      "value": value, "note": note})
             if yes and node.artifact:
-                artifact = self.tree.catalogue[node.artifact]
-                if node.explain is not None:
-                    ctx = {**self.tree.base_scope(), "artifact": artifact.name, "description": artifact.description,
-                           "value": value}
-                    text = render(self.tree.templates[(node.id, "explain")], ctx)
-                else:
-                    text = f"{artifact.description[:1].upper()}{artifact.description[1:]} (measured {node.probe} = {value:.3g})."
-                report.findings.append({"artifact": artifact.name, "explanation": text, "node_id": node.id,
+                text = explain_finding(self.tree, node, self.tree.base_scope(), value=value)
+                report.findings.append({"artifact": node.artifact, "explanation": text, "node_id": node.id,
                                         "region": node.on, "detail": None, "p_yes": None, "round": 0, "value": value})
         report.counts = {"yes_no": 0, "choices": 0, "follow_ups": 0, "inferred": 0,
                          "probes": sum(1 for q in report.questions if q["kind"] == "probe")}

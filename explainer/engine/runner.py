@@ -115,6 +115,30 @@ class WalkResult:
         return out
 
 
+def probe_says_yes(node: NodeSpec, value: float | None) -> bool | None:
+    """A probe's answer: above/below its threshold, or None when nothing could be measured."""
+    if value is None:
+        return None
+    return value > node.above if node.above is not None else value < node.below
+
+
+def explain_finding(tree: CompiledTree, node: NodeSpec, scope: Mapping[str, Any], detail: str | None = None,
+                    value: float | None = None) -> str:
+    """The one-line explanation of a finding: the node's template, else the catalogue description."""
+    artifact = tree.catalogue[node.artifact]
+    ctx = {**scope, "artifact": artifact.name, "description": artifact.description, "value": value}
+    if node.follow_up is not None:
+        ctx[node.follow_up.var] = detail or ""
+    if node.explain is not None:
+        return render(tree.templates[(node.id, "explain")], ctx)
+    text = artifact.description[:1].upper() + artifact.description[1:]
+    if detail:
+        text += f" ({detail})"
+    if value is not None:
+        text += f" (measured {node.probe} = {value:.3g})"
+    return text + "."
+
+
 class _Walk:
     """State of one walk. Methods append events to ``out``; the runner drains them."""
 
@@ -218,10 +242,10 @@ class _Walk:
     def _probe(self, item: _Item, node: NodeSpec, scope: dict[str, str]) -> None:
         self.counts["probes"] += 1
         value, note = self._measure(node, scope)
-        if value is None:
+        yes = probe_says_yes(node, value)
+        if yes is None:
             answer, branch = "unknown", ()
         else:
-            yes = value > node.above if node.above is not None else value < node.below
             answer = "yes" if yes else "no"
             branch = self._yes_branch(node, scope, None, value) if yes else self._enter(node.if_no, scope)
         # a probe is measured in the round its node is reached; it asks the model nothing
@@ -233,16 +257,7 @@ class _Walk:
                 value: float | None = None) -> None:
         assert node.artifact is not None
         artifact = self.tree.catalogue[node.artifact]
-        ctx = {**scope, "artifact": artifact.name, "description": artifact.description, "value": value}
-        if node.follow_up is not None:
-            ctx[node.follow_up.var] = detail or ""
-        if node.explain is not None:
-            text = self._render(node.id, "explain", ctx)
-        else:
-            text = artifact.description[:1].upper() + artifact.description[1:]
-            text += f" ({detail})." if detail else "."
-        if value is not None and node.explain is None:
-            text = text[:-1] + f" (measured {node.probe} = {value:.3g})."
+        text = explain_finding(self.tree, node, scope, detail, value)
         finding = Finding(artifact.name, text, node.id, scope.get("region"), detail, p_yes, self.round, value)
         self.findings.append(finding)
         self.out.append(FindingMade(self.round, node.id, artifact.name, text, finding.region, detail, p_yes, value))
