@@ -68,6 +68,8 @@ def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench" and (len(argv) == 1 or argv[1].startswith("-") and argv[1] not in ("-h", "--help")):
+        argv.insert(1, "strategies")  # `explain bench` alone runs the strategy comparison
     if argv and argv[0] in SUBCOMMANDS:
         parser = _build_subcommand_parser(argv[0])
         args = parser.parse_args(argv[1:])

@@ -13,7 +13,7 @@ from explainer.cli import main
 
 def test_bench_json_and_markdown(tmp_path, capsys):
     out = tmp_path / "b.json"
-    code = main(["bench", "strategies", "--arch", "idefics3", "--models-dir", str(tmp_path / "m"), "--images", "2",
+    code = main(["bench", "--arch", "idefics3", "--models-dir", str(tmp_path / "m"), "--images", "2",
                  "--strategies", "tree,direct-cached", "--json-out", str(out), "--markdown"])
     assert code == 0
     md = capsys.readouterr().out

@@ -150,3 +150,20 @@ def test_explain_with_vlm_replaces_template_explanations(tmp_path, tiny_models, 
         assert "template_explanation" in f or "the VLM gave no sentence" in " ".join(record["notes"])
         if "template_explanation" in f:
             assert f["explanation"] != f["template_explanation"] and "\n" not in f["explanation"]
+
+
+@pytest.mark.parametrize("arch", ["llava", "idefics3", "qwen2_vl"])
+def test_full_walk_of_the_default_tree_on_each_architecture(tmp_path_factory, arch, capsys):
+    from explainer.testing import build_tiny_vlm
+
+    vlm = build_tiny_vlm(arch, tmp_path_factory.mktemp(arch))
+    folder = tmp_path_factory.mktemp("img")
+    _images(folder, 1)
+    assert main([str(folder / "1.png"), "--vlm", str(vlm), "--device", "cpu", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    kinds = [q["kind"] for q in record["questions"]]
+    assert kinds[0] == "choice" and record["obj"] in ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                      "frog", "horse", "ship", "truck")
+    asked = [q for q in record["questions"] if q["kind"] == "yes_no"]
+    assert asked and all(0.0 <= q["p_yes"] <= 1.0 and 0.0 <= q["mass"] <= 1.0 for q in asked)
+    assert record["counts"]["forward_passes"] < record["counts"]["yes_no"] + record["counts"]["choices"] + 1
