@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from explainer.tables import Table
 
 from explainer.errors import UsageError
 
@@ -37,44 +37,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(path, strategies=strategies, n_images=args.images, oracle=not args.model_answers,
                        device=args.device, seed=args.seed, detector_stage=args.detector_stage,
                        on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
-    table = Table(title=f"per image, {report.settings['images']} images, {report.model['model_type']} "
-                        f"({report.model['parameters'] / 1e6:.0f}M params, {report.model['dtype']}), {args.device}"
-                        + (", oracle-driven branches" if report.settings["oracle"] else ", model's own answers"))
-    for col in ("strategy", "median s", "min–max s", "× tree", "yes/no", "follow-ups", "rounds", "forward passes",
-                "tokens", "detector s", "encode s", "questions s", "engine overhead"):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
-    for s in report.summaries:
-        table.add_row(s.strategy, f"{s.median_seconds:.3f}", f"{s.min_seconds:.2f}–{s.max_seconds:.2f}",
-                      f"{s.speedup_of_tree:.1f}", f"{s.yes_no:.1f}", f"{s.follow_ups:.1f}", f"{s.rounds:.1f}",
-                      f"{s.forward_passes:.1f}", f"{s.tokens:.0f}", f"{s.detector_seconds:.3f}",
-                      f"{s.encode_seconds:.3f}", f"{s.question_seconds:.3f}", f"{100 * s.overhead_fraction:.1f}%")
+    table = strategy_table(report)
     if args.markdown:
-        print(to_markdown(report))
+        print(table.markdown())
     else:
-        Console(highlight=False).print(table)
+        Console(highlight=False).print(table.rich())
+        Console(highlight=False).print(table.footer)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2))
         _err.print(f"wrote {args.json_out}")
     return 0
 
 
-def to_markdown(report) -> str:
-    head = ("| strategy | median s / image | min–max s | × tree | yes/no | follow-ups | rounds | forward passes "
-            "| tokens | detector s | image encoding s | questions s | engine overhead |")
-    rows = [head, "|" + "---|" * 13]
-    for s in report.summaries:
-        rows.append(f"| {s.strategy} | {s.median_seconds:.3f} | {s.min_seconds:.2f}–{s.max_seconds:.2f} | "
-                    f"{s.speedup_of_tree:.1f} | {s.yes_no:.1f} | {s.follow_ups:.1f} | {s.rounds:.1f} | "
-                    f"{s.forward_passes:.1f} | {s.tokens:.0f} | {s.detector_seconds:.3f} | {s.encode_seconds:.3f} | "
-                    f"{s.question_seconds:.3f} | {100 * s.overhead_fraction:.1f}% |")
+def strategy_table(report) -> Table:
     m = report.model
-    rows.append(f"\n{report.settings['images']} images; {m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, "
+    table = Table(
+        title="per image",
+        headers=["strategy", "median s / image", "min–max s", "× tree", "yes/no", "follow-ups", "rounds",
+                 "forward passes", "tokens", "detector s", "image encoding s", "questions s", "engine overhead"],
+        footer=(f"{report.settings['images']} images; {m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, "
                 f"{m['dtype']}; detector stage: {report.settings['detector_stage']}; "
                 f"{report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
                 f"{report.machine['torch']}, transformers {report.machine['transformers']}; "
-                + ("branches opened by the oracle (p = %.3f)" % report.settings['p_artifact'] if report.settings['oracle']
-                   else "branches opened by the model's own answers") + ".")
-    return "\n".join(rows)
+                + ("branches opened by the oracle (p = %.3f)" % report.settings["p_artifact"] if report.settings["oracle"]
+                   else "branches opened by the model's own answers") + "."))
+    for s in report.summaries:
+        table.add(s.strategy, f"{s.median_seconds:.3f}", f"{s.min_seconds:.2f}–{s.max_seconds:.2f}",
+                  f"{s.speedup_of_tree:.1f}", f"{s.yes_no:.1f}", f"{s.follow_ups:.1f}", f"{s.rounds:.1f}",
+                  f"{s.forward_passes:.1f}", f"{s.tokens:.0f}", f"{s.detector_seconds:.3f}", f"{s.encode_seconds:.3f}",
+                  f"{s.question_seconds:.3f}", f"{100 * s.overhead_fraction:.1f}%")
+    return table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

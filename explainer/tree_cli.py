@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from explainer.tables import Table
 
 from explainer.errors import UsageError
 from explainer.trees import TreeError, compile_tree
@@ -130,41 +130,33 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2))
         return 0
+    table = _stats_table(stats)
     if args.markdown:
-        print(_stats_markdown(stats))
-        return 0
-    table = Table(title=f"{stats.tree}: cost per image (p = {stats.p_artifact:.3f} per applicable artifact, "
-                        f"{stats.samples} oracle walks per class and region)")
-    for col in ("class", "artifacts reachable", "longest path", "yes/no questions", "follow-ups",
-                "rounds (mean / max)", "entropy floor (bits)", "questions / floor"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for c in stats.classes:
-        table.add_row(c.name, str(c.artifacts_reachable), str(c.longest_path), f"{c.yes_no:.2f} ± {c.yes_no_se:.2f}",
-                      f"{c.follow_ups:.2f}", f"{c.rounds:.2f} / {c.max_rounds}", f"{c.entropy_bits:.2f}",
-                      f"{c.ratio_to_floor:.2f}")
-    mean_q, mean_h = stats.mean("yes_no"), stats.mean("entropy_bits")
-    table.add_row("[bold]mean[/]", "", "", f"[bold]{mean_q:.2f}[/]", f"{stats.mean('follow_ups'):.2f}",
-                  f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)}", f"{mean_h:.2f}",
-                  f"[bold]{mean_q / mean_h:.2f}[/]")
-    _out.print(table)
-    _out.print(f"Direct prompting asks {stats.direct_questions} questions in {stats.direct_questions} rounds. "
-               f"Catalogue covered: {stats.catalogue_covered} of {stats.catalogue_size}.")
+        print(table.markdown())
+    else:
+        _out.print(table.rich())
+        _out.print(table.footer)
     return 0
 
 
-def _stats_markdown(stats) -> str:
-    head = ("| class | artifacts reachable | longest path | yes/no questions | follow-ups | probes | rounds (mean / max) "
-            "| entropy floor (bits) | questions / floor |")
-    rows = [head, "|" + "---|" * 9]
+def _stats_table(stats) -> Table:
+    table = Table(
+        title=f"{stats.tree}: cost per image",
+        headers=["class", "artifacts reachable", "longest path", "yes/no questions", "follow-ups", "probes",
+                 "rounds (mean / max)", "entropy floor (bits)", "questions / floor"],
+        footer=f"p = {stats.p_artifact:.3f} per applicable artifact; {stats.samples} oracle walks per class and region "
+               f"(seed {stats.seed}). Catalogue covered: {stats.catalogue_covered} of {stats.catalogue_size}.")
     for c in stats.classes:
-        rows.append(f"| {c.name} | {c.artifacts_reachable} | {c.longest_path} | {c.yes_no:.2f} ± {c.yes_no_se:.2f} | "
-                    f"{c.follow_ups:.2f} | {c.probes:.2f} | {c.rounds:.2f} / {c.max_rounds} | {c.entropy_bits:.2f} | "
-                    f"{c.ratio_to_floor:.2f} |")
+        table.add(c.name, c.artifacts_reachable, c.longest_path, f"{c.yes_no:.2f} ± {c.yes_no_se:.2f}",
+                  f"{c.follow_ups:.2f}", f"{c.probes:.2f}", f"{c.rounds:.2f} / {c.max_rounds}", f"{c.entropy_bits:.2f}",
+                  f"{c.ratio_to_floor:.2f}")
     mean_q, mean_h = stats.mean("yes_no"), stats.mean("entropy_bits")
-    rows.append(f"| **mean** | | | **{mean_q:.2f}** | {stats.mean('follow_ups'):.2f} | {stats.mean('probes'):.2f} | "
-                f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)} | {mean_h:.2f} | **{mean_q / mean_h:.2f}** |")
-    rows.append("| direct prompting | 70 | 70 | 70 | 0 | 0 | 70 / 70 | | |")
-    return "\n".join(rows) + f"\n\np = {stats.p_artifact:.3f} per applicable artifact; {stats.samples} oracle walks per class and region (seed {stats.seed})."
+    table.add("mean", "", "", f"{mean_q:.2f}", f"{stats.mean('follow_ups'):.2f}", f"{stats.mean('probes'):.2f}",
+              f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)}", f"{mean_h:.2f}",
+              f"{mean_q / mean_h:.2f}", bold=True)
+    n = stats.direct_questions
+    table.add("direct prompting", n, n, n, 0, 0, f"{n} / {n}", "", "")
+    return table
 
 
 # -- schema ------------------------------------------------------------------------------
