@@ -18,8 +18,8 @@ import torch
 
 from detectors.classifier import ClassifierConfig, build_classifier
 from detectors.gradcam import GradCAM
-from detectors.sr import SuperResolver, load_sr
-from detectors.sr_rrdbnet import RRDBNet
+from detectors.sr.load import SuperResolver, load_sr
+from detectors.sr.rrdbnet import RRDBNet
 
 torch.set_num_threads(2)  # shared 2-core machine
 GROUP = "detectors-cpu"

@@ -20,7 +20,7 @@ from PIL import Image
 
 from explainer.answerers.base import ImageContext, YesNoQuery
 from explainer.testing import build_smolvlm_256m, build_tiny_vlm
-from explainer.vlm import VLMAnswerer, load_vlm
+from explainer.answerers.hf import VLMAnswerer, load_vlm
 
 QUESTIONS = [
     "This is an image of a cat. Are the cat's eyes reflecting light unnaturally? Answer yes or no.",

@@ -1,6 +1,6 @@
 """``explain train sr|detector`` and ``explain eval detector``.
 
-Registered by ``explainer/cli.py``; each sub-parser's ``func(args)`` returns an
+Registered by ``explainer/cli/main.py``; each sub-parser's ``func(args)`` returns an
 exit code. Progress goes to stderr, results to stdout.
 """
 

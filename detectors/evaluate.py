@@ -15,7 +15,7 @@ from detectors.data import load_split
 from detectors.fgsm import DEFAULT_EPS, fgsm
 from detectors.metrics import binary_metrics
 from detectors.progress import make_progress
-from detectors.sr import SuperResolver, load_sr
+from detectors.sr.load import SuperResolver, load_sr
 
 
 def prepare_batch(x_uint8: torch.Tensor, sr: SuperResolver, image_size: int, device: torch.device | str) -> torch.Tensor:

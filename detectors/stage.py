@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from detectors.classifier import Classifier, load_classifier
 from detectors.data import to_lr
 from detectors.gradcam import BOX_SIZE, GradCAM, box_around, draw_box, overlay, peak
-from detectors.sr import SuperResolver, load_sr, pil_to_tensor, tensor_to_pil
+from detectors.sr.load import SuperResolver, load_sr, pil_to_tensor, tensor_to_pil
 
 Box = tuple[int, int, int, int]
 

@@ -31,7 +31,7 @@ from detectors.evaluate import predict, prepare_batch
 from detectors.fgsm import DEFAULT_EPS, fgsm
 from detectors.metrics import binary_metrics
 from detectors.progress import make_progress, note
-from detectors.sr import build_sr_net, load_sr, sr_scale
+from detectors.sr.load import build_sr_net, load_sr, sr_scale
 from explainer.errors import UsageError
 
 

@@ -205,7 +205,7 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n
               on_progress=lambda msg: None) -> BenchReport:
     """Run every strategy on the same images with one loaded model (weights shared between modes)."""
     from detectors import DetectorStage
-    from explainer.vlm import VLMAnswerer, load_vlm
+    from explainer.answerers.hf import VLMAnswerer, load_vlm
 
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:

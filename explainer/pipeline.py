@@ -99,7 +99,7 @@ class Pipeline:
         if not options.use_vlm:
             note = "VLM questions skipped: --no-vlm was given"
         else:
-            from explainer.vlm import load_vlm
+            from explainer.answerers.hf import load_vlm
 
             try:
                 answerer = load_vlm(options.vlm, device=options.device, quantize=options.quantize, mode=options.vlm_mode)

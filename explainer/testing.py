@@ -304,7 +304,7 @@ def build_tiny_vlm(arch: str, out_dir: str | Path | None = None, seed: int = 0) 
     """Build (once per process) a tiny random-weight ``arch`` model folder and return its path.
 
     ``arch`` is one of :data:`TINY_ARCHS`. Without ``out_dir`` a temporary
-    folder is used. Load it with ``explainer.vlm.load_vlm(path)``.
+    folder is used. Load it with ``explainer.answerers.hf.load_vlm(path)``.
     """
     if arch not in _BUILDERS:
         raise ValueError(f"unknown test architecture {arch!r}; choose from {', '.join(TINY_ARCHS)}")
@@ -320,8 +320,8 @@ def build_tiny_vlm(arch: str, out_dir: str | Path | None = None, seed: int = 0) 
 
 
 def real_config(name: str) -> dict:
-    """A public model config shipped as package data (``explainer/vlm/configs/<name>.json``)."""
-    text = resources.files("explainer.vlm").joinpath("configs", f"{name}.json").read_text()
+    """A public model config shipped as package data (``explainer/answerers/hf/configs/<name>.json``)."""
+    text = resources.files("explainer.answerers.hf").joinpath("configs", f"{name}.json").read_text()
     return json.loads(text)
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from explainer.cli import main
 from explainer.pipeline import ImageReport
-from explainer.report import ReportWriter, render_index, render_page
+from explainer.outputs.report import ReportWriter, render_index, render_page
 
 EVIL = 'Is there <script>alert("x")</script> & a red box? Answer yes or no.'
 
@@ -311,7 +311,7 @@ def test_page_loads_in_headless_chromium(tmp_path):
 
 
 def test_untrained_classifier_verdict_is_flagged():
-    from explainer.report import _verdict
+    from explainer.outputs.report import _verdict
 
     flagged = _verdict("real", 0.47, ["classifier weights are untrained: the verdict means nothing"])
     assert flagged["label"] == "REAL?" and "untrained" in flagged["detail"] and flagged["css"] == "unknown"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from explainer.tables import Table
+from explainer.outputs.tables import Table
 
 
 def _table() -> Table:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from detectors.sr import NO_WEIGHTS_REASON, load_sr
-from detectors.sr_rrdbnet import RRDBNet
-from detectors.sr_srvgg import SRVGGNetCompact
+from detectors.sr.load import NO_WEIGHTS_REASON, load_sr
+from detectors.sr.rrdbnet import RRDBNet
+from detectors.sr.srvgg import SRVGGNetCompact
 from explainer.cli import main
 from explainer.errors import UsageError
 

@@ -76,7 +76,7 @@ def test_stage_probability_equals_plain_forward(trained_tiny, fake_images):
 
     from detectors.classifier import load_classifier
     from detectors.evaluate import prepare_batch
-    from detectors.sr import load_sr, pil_to_tensor
+    from detectors.sr.load import load_sr, pil_to_tensor
 
     stage = DetectorStage.from_paths(classifier=trained_tiny)
     images = [im for im, _ in fake_images[:4]]

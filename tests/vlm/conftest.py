@@ -22,7 +22,7 @@ def tiny_paths(tiny_dir):
 @pytest.fixture(scope="session")
 def loaded(tiny_paths):
     """One cached-mode answerer per architecture (the model is shared with plain-mode answerers)."""
-    from explainer.vlm import load_vlm
+    from explainer.answerers.hf import load_vlm
 
     # float32 pinned: the default on CPUs with native bf16 is bfloat16, too coarse for 1e-4 equality.
     return {arch: load_vlm(path, device="cpu", dtype="float32") for arch, path in tiny_paths.items()}

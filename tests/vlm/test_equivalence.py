@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from explainer.answerers.base import ChoiceQuery, FollowUpQuery, ImageContext, YesNoQuery
 from explainer.testing import TINY_ARCHS
-from explainer.vlm import VLMAnswerer
-from explainer.vlm import prefix_cache as pc
+from explainer.answerers.hf import VLMAnswerer
+from explainer.answerers.hf import prefix_cache as pc
 
 # Mixed lengths on purpose: right padding inside one batch must not change any answer.
 QUESTIONS = [
@@ -221,7 +221,7 @@ def test_float32_pinned(loaded):
 
 def test_bfloat16_cached_close_to_plain(tiny_paths, make_image):
     """bf16 works end to end (pixel values cast, logits read in float32); agreement is looser in bf16."""
-    from explainer.vlm import load_vlm
+    from explainer.answerers.hf import load_vlm
 
     cached = load_vlm(tiny_paths["idefics3"], device="cpu", dtype="bfloat16")
     assert cached.model.dtype == torch.bfloat16
@@ -235,7 +235,7 @@ def test_bfloat16_cached_close_to_plain(tiny_paths, make_image):
 
 def test_unsplittable_prompt_falls_back_once(loaded, image, monkeypatch):
     """A prompt whose tokens cannot be split at the prefix: plain answers, one note, same values."""
-    from explainer.vlm.prompting import ChatLayout, PromptSplitError
+    from explainer.answerers.hf.prompting import ChatLayout, PromptSplitError
 
     base = loaded["qwen2_vl"]
     plain = VLMAnswerer(base.model, base.processor, mode="plain")

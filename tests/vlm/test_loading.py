@@ -9,8 +9,8 @@ import pytest
 
 from explainer.errors import UsageError
 from explainer.testing import TINY_ARCHS
-from explainer.vlm import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, VLMAnswerer, default_model, load_vlm
-from explainer.vlm import loading
+from explainer.answerers.hf import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, VLMAnswerer, default_model, load_vlm
+from explainer.answerers.hf import loading
 
 CLASSES = {
     "llava": "LlavaForConditionalGeneration",

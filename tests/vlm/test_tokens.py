@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from explainer.vlm.answerer import first_word
+from explainer.answerers.hf.answerer import first_word
 
 # The template's own first answer token: Qwen writes "Yes" right after "assistant\n";
 # SmolVLM's "Assistant:" is followed by " Yes" (ĠYes); LLaVA's SentencePiece by "▁Yes".

@@ -26,7 +26,7 @@ THUMB_SIZE = 64
 VERSION = getattr(explainer, "__version__", "")
 _SOURCE_META = re.compile(r'<meta name="explainer-source" content="([^"]*)"')
 
-_env = Environment(loader=PackageLoader("explainer", "templates"), autoescape=True, undefined=StrictUndefined,
+_env = Environment(loader=PackageLoader("explainer", "outputs/templates"), autoescape=True, undefined=StrictUndefined,
                    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 

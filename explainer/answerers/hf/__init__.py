@@ -4,7 +4,7 @@
 engine's answerer contract (explainer/answerers/base.py).
 """
 
-from explainer.vlm.answerer import MODES, BatchRecord, VLMAnswerer
-from explainer.vlm.loading import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, default_model, load_vlm
+from explainer.answerers.hf.answerer import MODES, BatchRecord, VLMAnswerer
+from explainer.answerers.hf.loading import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, default_model, load_vlm
 
 __all__ = ["MODES", "BatchRecord", "VLMAnswerer", "DEFAULT_CPU_MODEL", "DEFAULT_GPU_MODEL", "default_model", "load_vlm"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from explainer.vlm.prompting import ChatLayout
+from explainer.answerers.hf.prompting import ChatLayout
 
 # Markers tokenizers use for a leading space.
 _SPACE_MARKERS = ("", "Ġ", "▁", " ")

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from detectors.checkpoint import load_strict, read_safetensors, read_torch
-from detectors.sr_rrdbnet import RRDBNet
-from detectors.sr_srvgg import SRVGGNetCompact
+from detectors.sr.rrdbnet import RRDBNet
+from detectors.sr.srvgg import SRVGGNetCompact
 from explainer.errors import UsageError
 
 NO_WEIGHTS_REASON = "no SR weights given"

@@ -1,6 +1,6 @@
 """SRVGGNetCompact, the small Real-ESRGAN generator (``realesr-general-x4v3.pth``).
 
-Own copy for the same reason as :mod:`detectors.sr_rrdbnet` (PyPI ``basicsr`` /
+Own copy for the same reason as :mod:`detectors.sr.rrdbnet` (PyPI ``basicsr`` /
 ``realesrgan`` break on import with current torchvision). Layer indices in
 ``body`` match the release (``body.0`` .. ``body.66`` for 32 convs with PReLU).
 """

@@ -37,9 +37,9 @@ from explainer.answerers.base import (
     YesNoAnswer,
     YesNoQuery,
 )
-from explainer.vlm import prefix_cache as pc
-from explainer.vlm.prompting import ChatLayout, PromptSplitError
-from explainer.vlm.tokens import YesNoTokens, discover_yes_no
+from explainer.answerers.hf import prefix_cache as pc
+from explainer.answerers.hf.prompting import ChatLayout, PromptSplitError
+from explainer.answerers.hf.tokens import YesNoTokens, discover_yes_no
 
 MODES = ("cached", "plain", "generate")
 

@@ -19,10 +19,10 @@ from rich.console import Console
 
 from explainer.errors import ExplainerError, UsageError
 from explainer.images import expand_inputs, image_index, load_image
-from explainer.outputs import ResultsLog, write_challenge_files
+from explainer.outputs.results import ResultsLog, write_challenge_files
 from explainer.pipeline import ImageReport, Pipeline, PipelineOptions, batched
-from explainer.report import ReportWriter
-from explainer.view import render_report
+from explainer.outputs.report import ReportWriter
+from explainer.outputs.view import render_report
 
 # option name -> (type, default); these may also come from the config file or EXPLAIN_<NAME>
 SETTINGS: dict[str, tuple[type, Any]] = {

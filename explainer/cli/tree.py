@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
-from explainer.tables import Table
+from explainer.outputs.tables import Table
 
 from explainer.errors import UsageError
 from explainer.trees import TreeError, compile_tree

@@ -180,11 +180,11 @@ def load_vlm(
     ``quantize``: ``4bit``/``8bit`` through bitsandbytes (CUDA only).
     ``device_map``: e.g. ``"auto"`` to spread a model larger than one GPU
     (accelerate). ``mode``: ``cached`` | ``plain`` | ``generate`` (see
-    :mod:`explainer.vlm.answerer`). ``image_splitting``: Idefics3/SmolVLM only;
+    :mod:`explainer.answerers.hf.answerer`). ``image_splitting``: Idefics3/SmolVLM only;
     off by default because the stock processor tiles even a 128 px image into
     17 × 64 tokens.
     """
-    from explainer.vlm.answerer import VLMAnswerer
+    from explainer.answerers.hf.answerer import VLMAnswerer
 
     device = resolve_device(device)
     name = str(id_or_path) if id_or_path is not None else default_model(device)

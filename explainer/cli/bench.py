@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from explainer.tables import Table
+from explainer.outputs.tables import Table
 
 from explainer.errors import UsageError
 

@@ -18,10 +18,10 @@ from explainer.errors import ExplainerError
 # Sub-command name -> (module, registering function). Imported lazily so that
 # `explain tree validate` does not pay for importing torch.
 SUBCOMMANDS: dict[str, list[tuple[str, str]]] = {
-    "tree": [("explainer.tree_cli", "register")],
+    "tree": [("explainer.cli.tree", "register")],
     "train": [("detectors.cli", "register_train"), ("masks.cli", "register_train")],
     "eval": [("detectors.cli", "register_eval")],
-    "bench": [("explainer.bench_cli", "register")],
+    "bench": [("explainer.cli.bench", "register")],
 }
 
 
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = _build_subcommand_parser(argv[0])
         args = parser.parse_args(argv[1:])
         return _run(args.func, args)
-    from explainer.explain_cli import build_parser, run_explain
+    from explainer.cli.explain import build_parser, run_explain
 
     parser = build_parser()
     args = parser.parse_intermixed_args(argv)  # images may come after options too

@@ -1,0 +1,1 @@
+"""Super-resolution x4: Real-ESRGAN RRDBNet and SRVGGNetCompact, loading released weights."""
