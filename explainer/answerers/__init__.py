@@ -10,8 +10,11 @@ from explainer.answerers.base import (
     FollowUpAnswer,
     FollowUpQuery,
     ImageContext,
+    MultiImageAnswerer,
+    PerImageAnswerers,
     YesNoAnswer,
     YesNoQuery,
+    supports_many_images,
 )
 
 __all__ = [
@@ -24,6 +27,9 @@ __all__ = [
     "FollowUpAnswer",
     "FollowUpQuery",
     "ImageContext",
+    "MultiImageAnswerer",
+    "PerImageAnswerers",
+    "supports_many_images",
     "YesNoAnswer",
     "YesNoQuery",
 ]

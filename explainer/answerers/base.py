@@ -19,7 +19,7 @@ question leads to, so answerers that need to know *why* a question is asked
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,101 @@ class AnswererBase:
 
     def end_image(self) -> None:
         self.context = None
+
+
+# -- several images at once ----------------------------------------------------------------
+
+@runtime_checkable
+class MultiImageAnswerer(Protocol):
+    """Optional extension of :class:`Answerer`: questions about several images in one call.
+
+    The engine (``TreeRunner.run_many``) opens images with :meth:`begin_images`,
+    each under a *slot* number it chooses (unique among the images open at that
+    moment; a slot is reused once its image is closed). Every round it sends the
+    ready questions of ALL open images as one list of ``(slot, query)`` pairs;
+    answers come back in the order of the pairs. Images finish at different
+    rounds: the engine closes them with :meth:`end_images` and may open new ones
+    while others are still open (continuous batching), never more than
+    ``max_images`` at once. :meth:`image_stats` is one open image's counters
+    (as ``stats`` is for the single-image protocol); read it before closing.
+
+    An answerer without these methods is walked one image at a time through the
+    single-image protocol, which every answerer keeps.
+    """
+
+    name: str
+    max_images: int
+
+    def begin_images(self, contexts: Mapping[int, ImageContext]) -> None: ...
+
+    def yes_no_images(self, queries: Sequence[tuple[int, YesNoQuery]]) -> list[YesNoAnswer]: ...
+
+    def choose_images(self, queries: Sequence[tuple[int, ChoiceQuery]]) -> list[ChoiceAnswer]: ...
+
+    def follow_up_images(self, queries: Sequence[tuple[int, FollowUpQuery]]) -> list[FollowUpAnswer]: ...
+
+    def image_stats(self, slot: int) -> AnswererStats: ...
+
+    def end_images(self, slots: Sequence[int]) -> None: ...
+
+
+def supports_many_images(answerer: Any) -> bool:
+    """True when ``answerer`` implements :class:`MultiImageAnswerer` and takes more than one image."""
+    return isinstance(answerer, MultiImageAnswerer) and int(getattr(answerer, "max_images", 1)) > 1
+
+
+class PerImageAnswerers:
+    """:class:`MultiImageAnswerer` made of one single-image answerer per open image.
+
+    ``factory()`` makes a fresh single-image answerer; each slot gets its own,
+    and a round's questions are answered slot by slot. It computes nothing
+    together (a script, an oracle or a person has nothing to share), but lets
+    such answerers take part in a multi-image walk, e.g. to test that walking
+    K images together gives the same walks as one at a time.
+    """
+
+    def __init__(self, factory: Callable[[ImageContext], Any], max_images: int = 8, name: str = "") -> None:
+        self.factory = factory
+        self.max_images = max(1, int(max_images))
+        self.open: dict[int, Any] = {}
+        self.name = name or "per-image"
+
+    def answerer(self, slot: int) -> Any:
+        """The single-image answerer serving ``slot`` (for probes an oracle measures)."""
+        return self.open[slot]
+
+    def begin_images(self, contexts: Mapping[int, ImageContext]) -> None:
+        for slot, context in contexts.items():
+            one = self.factory(context)
+            one.begin_image(context)
+            self.open[slot] = one
+
+    def _by_slot(self, method: str, queries: Sequence[tuple[int, Any]]) -> list:
+        answers: list = [None] * len(queries)
+        order: dict[int, list[int]] = {}
+        for i, (slot, _) in enumerate(queries):
+            order.setdefault(slot, []).append(i)
+        for slot, idx in order.items():
+            got = getattr(self.open[slot], method)([queries[i][1] for i in idx])
+            for i, a in zip(idx, got):
+                answers[i] = a
+        return answers
+
+    def yes_no_images(self, queries):
+        return self._by_slot("yes_no", queries)
+
+    def choose_images(self, queries):
+        return self._by_slot("choose", queries)
+
+    def follow_up_images(self, queries):
+        return self._by_slot("follow_up", queries)
+
+    def image_stats(self, slot: int) -> AnswererStats:
+        return self.open[slot].stats
+
+    def end_images(self, slots: Sequence[int]) -> None:
+        for slot in slots:
+            self.open.pop(slot).end_image()
 
 
 class AnswererError(RuntimeError):

@@ -8,10 +8,11 @@ step; the walk stops when no question is left or the step limit is reached.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from explainer.answerers.base import (
     Answerer,
@@ -19,6 +20,7 @@ from explainer.answerers.base import (
     FollowUpQuery,
     ImageContext,
     YesNoQuery,
+    supports_many_images,
 )
 from explainer.engine.events import (
     AnswerInferred,
@@ -88,6 +90,8 @@ class WalkResult:
     truncated: bool
     scope: dict[str, str] = field(default_factory=dict)
     probes: int = 0
+    # The answerer's counters for this image (forward passes, tokens, prefix and model time), when it keeps them.
+    stats: Any = field(default=None, repr=False, compare=False)
 
     @property
     def artifacts(self) -> set[str]:
@@ -295,59 +299,71 @@ class _Walk:
         follow_ups, self.follow_ups = self.follow_ups, []
         return yes_no, choices, follow_ups
 
+    def queries(self, yes_no: list, choices: list, follow_ups: list) -> tuple[list, list, list]:
+        """The round's queries, rendered: (choice, yes/no, follow-up), in the order of the ready lists."""
+        cq = [ChoiceQuery(n.id, self._render(n.id, "choose", s), tuple(n.options), n.sets or "",
+                          self.tree.option_leads_to(n, s)) for _, n, s in choices]
+        yq = []
+        for _, n, s in yes_no:
+            leads = frozenset({n.artifact}) if n.artifact else self.tree.leads_to(n.if_yes.ids if n.if_yes else (), s)
+            yq.append(YesNoQuery(n.id, self._render(n.id, "ask", s), leads))
+        fq = []
+        for node, scope, _ in follow_ups:
+            artifact = self.tree.catalogue[node.artifact]
+            ctx = {**scope, "artifact": artifact.name, "description": artifact.description}
+            fu = node.follow_up
+            allowed = None if fu.allowed is None else tuple(dict.fromkeys((*fu.allowed, fu.withdraw)))
+            fq.append(FollowUpQuery(node.id, self._render(node.id, "follow_up", ctx), allowed,
+                                    artifact=artifact.name, withdraw=fu.withdraw))
+        return cq, yq, fq
+
     def ask(self, yes_no: list, choices: list, follow_ups: list) -> None:
+        """One round with this walk's own answerer (the single-image protocol)."""
+        cq, yq, fq = self.queries(yes_no, choices, follow_ups)
         ans = self.answerer
-        if choices:
-            queries = [ChoiceQuery(n.id, self._render(n.id, "choose", s), tuple(n.options), n.sets or "",
-                                   self.tree.option_leads_to(n, s)) for _, n, s in choices]
-            answers = ans.choose(queries)
-            for (item, node, scope), q, a in zip(choices, queries, answers):
-                self.counts["choices"] += 1
-                option = a.best
-                child = dict(scope)
-                if node.sets:
-                    child[node.sets] = option
-                    self.final_scope[node.sets] = option
-                branch = self._enter(node.options[option], child)
-                self.out.append(QuestionAnswered(self.round, node.id, "choice", q.prompt, option, probs=dict(a.probs),
-                                                 branch=branch, tokens=a.tokens, seconds=a.seconds))
-        if yes_no:
-            queries = []
-            for _, n, s in yes_no:
-                leads = frozenset({n.artifact}) if n.artifact else self.tree.leads_to(n.if_yes.ids if n.if_yes else (), s)
-                queries.append(YesNoQuery(n.id, self._render(n.id, "ask", s), leads))
-            answers = ans.yes_no(queries)
-            for (item, node, scope), q, a in zip(yes_no, queries, answers):
-                self.counts["yes_no"] += 1
-                threshold = node.threshold if node.threshold is not None else self.tree.spec.threshold
-                yes = a.p_yes >= threshold
-                if yes:
-                    branch = self._yes_branch(node, scope, a.p_yes)
-                else:
-                    branch = self._enter(node.if_no, scope)
-                self.out.append(QuestionAnswered(self.round, node.id, "yes_no", q.prompt, "yes" if yes else "no",
-                                                 p_yes=a.p_yes, threshold=threshold, mass=a.mass, branch=branch,
-                                                 tokens=a.tokens, seconds=a.seconds))
-                self._group_answer(item.group, yes)
-        if follow_ups:
-            queries = []
-            for node, scope, _ in follow_ups:
-                artifact = self.tree.catalogue[node.artifact]
-                ctx = {**scope, "artifact": artifact.name, "description": artifact.description}
-                fu = node.follow_up
-                allowed = None if fu.allowed is None else tuple(dict.fromkeys((*fu.allowed, fu.withdraw)))
-                queries.append(FollowUpQuery(node.id, self._render(node.id, "follow_up", ctx), allowed,
-                                             artifact=artifact.name, withdraw=fu.withdraw))
-            answers = ans.follow_up(queries)
-            for (node, scope, p_yes), q, a in zip(follow_ups, queries, answers):
-                self.counts["follow_ups"] += 1
-                word = a.text.strip().lower()
-                self.out.append(QuestionAnswered(self.round, node.id, "follow_up", q.prompt, word,
-                                                 tokens=a.tokens, seconds=a.seconds))
-                if word == node.follow_up.withdraw:
-                    self.out.append(FindingWithdrawn(self.round, node.id, node.artifact, word))
-                else:
-                    self._record(node, scope, p_yes, word)
+        # choices first: their answers never change the yes/no questions already rendered for this round
+        ca = ans.choose(cq) if cq else []
+        ya = ans.yes_no(yq) if yq else []
+        fa = ans.follow_up(fq) if fq else []
+        self.apply((yes_no, choices, follow_ups), (cq, yq, fq), (ca, ya, fa))
+
+    def apply(self, ready: tuple[list, list, list], queries: tuple[list, list, list],
+              answers: tuple[list, list, list]) -> None:
+        """Take a round's answers: open branches, record findings, emit the events."""
+        yes_no, choices, follow_ups = ready
+        cq, yq, fq = queries
+        ca, ya, fa = answers
+        for (item, node, scope), q, a in zip(choices, cq, ca):
+            self.counts["choices"] += 1
+            option = a.best
+            child = dict(scope)
+            if node.sets:
+                child[node.sets] = option
+                self.final_scope[node.sets] = option
+            branch = self._enter(node.options[option], child)
+            self.out.append(QuestionAnswered(self.round, node.id, "choice", q.prompt, option, probs=dict(a.probs),
+                                             branch=branch, tokens=a.tokens, seconds=a.seconds))
+        for (item, node, scope), q, a in zip(yes_no, yq, ya):
+            self.counts["yes_no"] += 1
+            threshold = node.threshold if node.threshold is not None else self.tree.spec.threshold
+            yes = a.p_yes >= threshold
+            if yes:
+                branch = self._yes_branch(node, scope, a.p_yes)
+            else:
+                branch = self._enter(node.if_no, scope)
+            self.out.append(QuestionAnswered(self.round, node.id, "yes_no", q.prompt, "yes" if yes else "no",
+                                             p_yes=a.p_yes, threshold=threshold, mass=a.mass, branch=branch,
+                                             tokens=a.tokens, seconds=a.seconds))
+            self._group_answer(item.group, yes)
+        for (node, scope, p_yes), q, a in zip(follow_ups, fq, fa):
+            self.counts["follow_ups"] += 1
+            word = a.text.strip().lower()
+            self.out.append(QuestionAnswered(self.round, node.id, "follow_up", q.prompt, word,
+                                             tokens=a.tokens, seconds=a.seconds))
+            if word == node.follow_up.withdraw:
+                self.out.append(FindingWithdrawn(self.round, node.id, node.artifact, word))
+            else:
+                self._record(node, scope, p_yes, word)
 
 
 class TreeRunner:
@@ -367,8 +383,8 @@ class TreeRunner:
         if obj is not None and self.tree.classes and obj not in self.tree.classes:
             raise UsageError(f"class '{obj}' is not one of the tree's classes ({', '.join(self.tree.classes)})")
 
-    def stream(self, context: ImageContext | None = None, scope: Mapping[str, str] | None = None) -> Iterator[Event]:
-        """Yield the walk's events as they happen; the last one is :class:`WalkFinished`."""
+    def _start(self, context: ImageContext | None, scope: Mapping[str, str] | None) -> tuple[_Walk, ImageContext]:
+        """A fresh walk for one image: scope checked, preamble rendered into the context."""
         context = context or ImageContext()
         given = dict(scope or {})
         self.check_scope(given)
@@ -379,9 +395,23 @@ class TreeRunner:
         walk = _Walk(self.tree, self.answerer, self.max_steps)
         walk.context = context
         walk.final_scope.update({k: v for k, v in given.items()})
-        started = time.perf_counter()
-        yield WalkStarted(self.tree.name, context.image_id, dict(given), context.preamble)
         walk.pending.append(_Item(self.tree.start, start_scope))
+        walk.out.append(WalkStarted(self.tree.name, context.image_id, dict(given), context.preamble))
+        return walk, context
+
+    @staticmethod
+    def _finished(walk: _Walk, seconds: float) -> WalkFinished:
+        c = walk.counts
+        return WalkFinished(tuple(f.artifact for f in walk.findings), c["yes_no"], c["choices"], c["follow_ups"],
+                            c["inferred"], walk.round, walk.steps, seconds, walk.truncated,
+                            dict(walk.final_scope), c["probes"])
+
+    def stream(self, context: ImageContext | None = None, scope: Mapping[str, str] | None = None) -> Iterator[Event]:
+        """Yield the walk's events as they happen; the last one is :class:`WalkFinished`."""
+        walk, context = self._start(context, scope)
+        started = time.perf_counter()
+        yield from walk.out
+        walk.out.clear()
         self.answerer.begin_image(context)
         try:
             while True:
@@ -399,19 +429,161 @@ class TreeRunner:
                 yield RoundFinished(walk.round, time.perf_counter() - round_start)
         finally:
             self.answerer.end_image()
-        c = walk.counts
-        yield WalkFinished(tuple(f.artifact for f in walk.findings), c["yes_no"], c["choices"], c["follow_ups"],
-                           c["inferred"], walk.round, walk.steps, time.perf_counter() - started, walk.truncated,
-                           dict(walk.final_scope), c["probes"])
+        yield self._finished(walk, time.perf_counter() - started)
         self._last_findings = walk.findings
 
     def run(self, context: ImageContext | None = None, scope: Mapping[str, str] | None = None) -> WalkResult:
         events = list(self.stream(context, scope))
-        done = events[-1]
-        assert isinstance(done, WalkFinished)
-        return WalkResult(
-            tree=self.tree.name, image_id=(context.image_id if context else ""), findings=list(self._last_findings),
-            events=events, yes_no=done.yes_no, choices=done.choices, follow_ups=done.follow_ups,
-            inferred=done.inferred, rounds=done.rounds, steps=done.steps, seconds=done.seconds,
-            truncated=done.truncated, scope=done.scope, probes=done.probes,
-        )
+        stats = getattr(self.answerer, "stats", None)
+        return _result(self.tree.name, context.image_id if context else "", list(self._last_findings), events,
+                       copy.copy(stats) if stats is not None else None)
+
+    def run_many(self, items: Iterable[tuple[ImageContext, Mapping[str, str] | None]],
+                 batch_images: int = 1) -> Iterator[tuple[int, WalkResult]]:
+        """Walk many images, up to ``batch_images`` together; yield ``(index, result)`` as each finishes.
+
+        With an answerer that implements :class:`MultiImageAnswerer`, every
+        round sends the ready questions of all open images in one call per
+        kind, and an image that finishes is replaced by the next one before
+        the following round (continuous batching): a long walk never holds the
+        others back. Each image's walk is the one :meth:`run` gives (tested).
+        Any other answerer, or ``batch_images`` 1, walks one image at a time.
+        Results come in the order images finish, not the order given.
+        """
+        if batch_images <= 1 or not supports_many_images(self.answerer):
+            for i, (context, scope) in enumerate(items):
+                yield i, self.run(context, scope)
+            return
+        yield from _MultiWalk(self, min(int(batch_images), int(self.answerer.max_images))).run(items)
+
+
+def _result(tree: str, image_id: str, findings: list[Finding], events: list[Event], stats) -> WalkResult:
+    done = events[-1]
+    assert isinstance(done, WalkFinished)
+    return WalkResult(
+        tree=tree, image_id=image_id, findings=findings, events=events, yes_no=done.yes_no, choices=done.choices,
+        follow_ups=done.follow_ups, inferred=done.inferred, rounds=done.rounds, steps=done.steps,
+        seconds=done.seconds, truncated=done.truncated, scope=done.scope, probes=done.probes, stats=stats,
+    )
+
+
+@dataclass(eq=False)
+class _Open:
+    """One image being walked in a multi-image run."""
+
+    index: int
+    walk: _Walk
+    context: ImageContext
+    started: float
+    events: list[Event] = field(default_factory=list)
+    ready: tuple[list, list, list] | None = None  # questions expanded and not yet asked
+
+
+class _MultiWalk:
+    """The continuous-batching loop behind :meth:`TreeRunner.run_many`."""
+
+    def __init__(self, runner: TreeRunner, width: int) -> None:
+        self.runner = runner
+        self.answerer = runner.answerer
+        self.width = max(1, width)
+        self.open: dict[int, _Open] = {}
+
+    def _refill(self, queue: Iterator) -> bool:
+        """Open images into free slots; False once the queue is exhausted."""
+        new: dict[int, ImageContext] = {}
+        exhausted = False
+        free = [s for s in range(self.width) if s not in self.open]
+        try:
+            for slot in free:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                    break
+                index, (context, scope) = item
+                walk, context = self.runner._start(context, scope)
+                self.open[slot] = _Open(index, walk, context, time.perf_counter(), events=list(walk.out))
+                walk.out.clear()
+                new[slot] = context
+        except BaseException:
+            for slot in new:  # not begun yet: nothing to end
+                del self.open[slot]
+            raise
+        if new:
+            try:
+                self.answerer.begin_images(new)
+            except BaseException:
+                for slot in new:
+                    del self.open[slot]
+                raise
+            per_image = getattr(self.answerer, "answerer", None)
+            for slot in new:  # probes an oracle measures ask the image's own answerer
+                if callable(per_image):
+                    self.open[slot].walk.answerer = per_image(slot)
+        return not exhausted
+
+    def _close(self, slot: int) -> tuple[int, WalkResult]:
+        state = self.open.pop(slot)
+        walk = state.walk
+        try:
+            stats = copy.copy(self.answerer.image_stats(slot))
+        finally:
+            self.answerer.end_images([slot])
+        state.events.append(self.runner._finished(walk, time.perf_counter() - state.started))
+        return state.index, _result(self.runner.tree.name, state.context.image_id, list(walk.findings),
+                                    state.events, stats)
+
+    def run(self, items: Iterable) -> Iterator[tuple[int, WalkResult]]:
+        queue = iter(enumerate(items))
+        more = True
+        try:
+            while True:
+                if more:
+                    more = self._refill(queue)
+                if not self.open:
+                    return
+                finished = []
+                for slot, state in self.open.items():
+                    if state.ready is None:
+                        state.ready = state.walk.expand()
+                        state.events.extend(state.walk.out)
+                        state.walk.out.clear()
+                        if not any(state.ready):
+                            finished.append(slot)
+                for slot in finished:
+                    yield self._close(slot)
+                if finished and more:
+                    continue  # fill the freed slots before the next forward pass
+                if self.open:
+                    self._round()
+        finally:
+            if self.open:
+                self.answerer.end_images(list(self.open))
+                self.open.clear()
+
+    def _round(self) -> None:
+        """One forward pass per kind over the ready questions of every open image."""
+        start = time.perf_counter()
+        built: dict[int, tuple[list, list, list]] = {}
+        for slot, state in self.open.items():
+            yes_no, choices, follow_ups = state.ready
+            state.walk.round += 1
+            state.events.append(RoundStarted(state.walk.round, len(yes_no), len(choices), len(follow_ups)))
+            built[slot] = state.walk.queries(yes_no, choices, follow_ups)
+        answers: dict[int, list[list]] = {slot: [[], [], []] for slot in built}
+        for kind, method in enumerate(("choose_images", "yes_no_images", "follow_up_images")):
+            pairs = [(slot, q) for slot, qs in built.items() for q in qs[kind]]
+            if not pairs:
+                continue
+            got = getattr(self.answerer, method)(pairs)
+            if len(got) != len(pairs):
+                raise RuntimeError(f"{self.answerer.name}: {method} gave {len(got)} answers for {len(pairs)} questions")
+            for (slot, _), a in zip(pairs, got):
+                answers[slot][kind].append(a)
+        seconds = time.perf_counter() - start
+        for slot, state in self.open.items():
+            walk = state.walk
+            walk.apply(state.ready, built[slot], tuple(answers[slot]))
+            state.events.extend(walk.out)
+            walk.out.clear()
+            state.events.append(RoundFinished(walk.round, seconds))
+            state.ready = None
