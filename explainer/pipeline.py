@@ -147,6 +147,9 @@ class Pipeline:
                 continue
             walk = TreeRunner(self.tree, self.answerer, self.options.max_steps).run(context, scope=scope)
             self._fill(report, walk)
+            # What the model answerer decided on its own (splitting off, a fall-back path, token choices):
+            # every record says it, so a record read alone is not misread.
+            report.notes += [f"VLM: {n}" for n in getattr(self.answerer, "notes", [])]
             if self.options.explain_with_vlm and report.findings:
                 self._vlm_sentences(report, context)
         return reports

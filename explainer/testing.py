@@ -45,6 +45,12 @@ the a an of in on at to is are was it its this that with and or not what which h
 """
 
 _ANSWER_LINES = ["Yes", "No", "yes", "no", " Yes", " No", " yes", " no", "YES", "NO"]
+# Texts with blank lines, so that Qwen-style tokenizers learn the merged "\n\n" token real ones have.
+_PARAGRAPHS = ["Look at the image.\n\nIs the cat real?\n\nAnswer yes or no.", "You are a helpful assistant.\n\n\nYes"]
+
+# Qwen2's pre-tokenizer pattern (its tokenizer.json): runs of newlines stay one piece ("\n\n" is one token).
+_QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -56,11 +62,20 @@ def _train_tokenizer(style: str, specials: list[str], vocab_size: int = 800, pad
     ``pad_to`` grows the vocabulary with unreachable filler entries so that the
     embedding matrix has a real model's size.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from tokenizers.models import BPE
 
     corpus = [line for line in _CORPUS.strip().splitlines()] * 20 + _ANSWER_LINES * 50
-    if style == "bytelevel":
+    if style == "qwen2":  # byte-level with Qwen2's own split pattern
+        corpus += _PARAGRAPHS * 20
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_QWEN2_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif style == "bytelevel":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -251,7 +266,7 @@ def _build_qwen2_vl(out: Path, seed: int, version: str = "2") -> None:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>"]
     tok = _wrap_tokenizer(
-        _train_tokenizer("bytelevel", specials), eos="<|im_end|>", pad="<|endoftext|>", extra=specials[1:],
+        _train_tokenizer("qwen2", specials), eos="<|im_end|>", pad="<|endoftext|>", extra=specials[1:],
     )
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     common = dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_heads=4)

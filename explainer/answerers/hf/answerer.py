@@ -38,6 +38,7 @@ from explainer.answerers.base import (
     YesNoQuery,
 )
 from explainer.answerers.hf import prefix_cache as pc
+from explainer.answerers.hf.image_prep import prepare_image
 from explainer.answerers.hf.prompting import ChatLayout, PromptSplitError
 from explainer.answerers.hf.tokens import YesNoTokens, discover_yes_no
 
@@ -159,7 +160,7 @@ class VLMAnswerer(AnswererBase):
         if context.image is None:
             raise AnswererError("the VLM answerer needs an image (ImageContext.image is None)")
         image = context.image
-        self._image = image.convert("RGB") if hasattr(image, "convert") else image
+        self._image = prepare_image(image.convert("RGB"), self.processor) if hasattr(image, "convert") else image
         self.layout.set_preamble(context.preamble)  # every mode says it; the cached one encodes it once
         if self.mode == "cached":
             self._encode_prefix()

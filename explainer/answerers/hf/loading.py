@@ -16,6 +16,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from explainer.answerers.hf.folder_checks import check_config_matches_weights, read_config_json
+from explainer.answerers.hf.image_prep import SQUARE_NOTE, squares_images
 from explainer.errors import UsageError
 
 DEFAULT_CPU_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
@@ -116,22 +118,23 @@ def _quantization_config(quantize: str | None, device: str, name: str, dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def _source(name: str) -> tuple[str, bool]:
-    """(what to pass to from_pretrained, local_files_only) — or a UsageError saying what is missing."""
+def _source(name: str) -> tuple[str, bool, Path | None]:
+    """(what to pass to from_pretrained, local_files_only, the folder on disk if any) — or a UsageError."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"cannot load VLM '{name}': it is a file, not a model folder; pass the folder that holds config.json")
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").exists():
             raise UsageError(
                 f"cannot load VLM '{name}': the folder has no config.json, so it is not a saved Hugging Face "
                 f"model; pass a folder written by save_pretrained or huggingface-cli download"
             )
-        return str(path), True
+        return str(path), True, path
     if _looks_like_path(name):
         raise UsageError(f"cannot load VLM '{name}': no such folder; check the path given with --vlm")
-    if _in_cache(name):
-        return name, True
+    cached = _cached_folder(name)
+    if cached is not None:
+        return name, True, cached
     if _offline():
         raise UsageError(
             f"cannot load VLM '{name}': it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
@@ -142,17 +145,18 @@ def _source(name: str) -> tuple[str, bool]:
             f"cannot load VLM '{name}': it is not in the local Hugging Face cache and the hub cannot be reached; "
             f"download it on a connected machine (huggingface-cli download {name}) or pass a local folder with --vlm PATH"
         )
-    return name, False
+    return name, False, None
 
 
-def _in_cache(name: str) -> bool:
+def _cached_folder(name: str) -> Path | None:
+    """The snapshot folder of a hub id in the local cache, or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(name, "config.json")
-        return isinstance(found, str)
+        return Path(found).parent if isinstance(found, str) else None
     except Exception:  # an unexpected cache layout is just "not cached"
-        return False
+        return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -190,14 +194,16 @@ def load_vlm(
     name = str(id_or_path) if id_or_path is not None else default_model(device)
     torch_dtype = _resolve_dtype(dtype, device)
     quant = _quantization_config(quantize, device, name, torch_dtype)
-    source, local_only = _source(name)
+    source, local_only, folder = _source(name)
+    if folder is not None:  # a FIFO, a huge or malformed config: refused before transformers reads it
+        read_config_json(folder, name)
 
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # transformers' own validation errors are not all ValueErrors
         raise UsageError(f"cannot load VLM '{name}': its config.json cannot be read ({_one_line(exc)})") from None
     model_type = getattr(config, "model_type", "")
     if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
@@ -205,7 +211,10 @@ def load_vlm(
             f"cannot load VLM '{name}': its architecture '{model_type}' is not an image-text-to-text model; "
             f"pass a vision-language model such as {DEFAULT_CPU_MODEL}"
         )
-    kwargs: dict = {"dtype": torch_dtype, "local_files_only": local_only}
+    if folder is not None:  # pickled weights, or a config far larger than its weights: refused before building
+        check_config_matches_weights(config, folder, name)
+    # Safetensors only: a pickled checkpoint can run code when it is read.
+    kwargs: dict = {"dtype": torch_dtype, "local_files_only": local_only, "use_safetensors": True}
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = device_map or {"": 0}
@@ -225,7 +234,13 @@ def load_vlm(
     if image_processor is not None and hasattr(image_processor, "do_image_splitting"):
         image_processor.do_image_splitting = image_splitting
         notes.append(f"image splitting {'on' if image_splitting else 'off'} ({model_type} processor)")
+    if squares_images(processor):
+        notes.append(SQUARE_NOTE)
     try:
-        return VLMAnswerer(model, processor, mode=mode, model_id=name, max_batch=max_batch, notes=notes)
+        answerer = VLMAnswerer(model, processor, mode=mode, model_id=name, max_batch=max_batch, notes=notes)
     except ValueError as exc:  # no chat template, no yes/no tokens, a template that hides the question
         raise UsageError(f"cannot use VLM '{name}' as an answerer: {_one_line(exc)}") from None
+    token_note = answerer.yes_no_tokens.note()
+    if token_note:
+        answerer.notes.append(token_note)
+    return answerer

@@ -68,7 +68,10 @@ class ChatLayout:
         return getattr(self.processor, "tokenizer", self.processor)
 
     def render(self, question: str, answer: str | None = None) -> str:
-        text = f"{self.preamble}\n{question}" if self.preamble else question
+        # Whitespace at the edges means nothing to the model but can merge across the prefix boundary
+        # (Qwen2 tokenises ".\n" + "\nIs" as ".\n\n" + "Is"), which would make the prefix unshareable.
+        question, preamble = question.strip(), self.preamble.strip()
+        text = f"{preamble}\n{question}" if preamble else question
         return self.processor.apply_chat_template(
             user_messages(text, answer), add_generation_prompt=answer is None, tokenize=False
         )
