@@ -39,6 +39,8 @@ class PipelineOptions:
     obj: str | None = None  # the class, when the user knows it
     max_steps: int = DEFAULT_MAX_STEPS
     explain_with_vlm: bool = False  # a free sentence from the VLM per finding instead of the tree's template
+    calibration: str | None = None  # a calibration YAML from `explain calibrate` (per-node P(yes) rescaling)
+    ask_all: bool = False  # also ask (and record) the questions the gates skipped
 
 
 @dataclass
@@ -59,6 +61,8 @@ class ImageReport:
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the VLM questions did not run
     error: str | None = None
+    tree: str | None = None
+    calibration: dict[str, Any] | None = None  # which calibration file the answers went through
     # kept in memory for reports, never serialised
     artifacts: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -90,11 +94,21 @@ class Pipeline:
         self.masker = MaskPredictor.from_checkpoint(options.mask, device=device)
         self.answerer = answerer
         self.vlm_note = vlm_note
+        self.calibration = None
+        if options.calibration:
+            from explainer.quality.calibration import load_calibration
+
+            self.calibration = load_calibration(options.calibration)
+            self.calibration.check_tree(self.tree)
 
     @classmethod
     def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":
         """Load every stage. An explicit --vlm that fails is a usage error; the default model may be missing."""
         tree = compile_tree(tree_path_for(options))  # refuse a bad tree before loading any model
+        if options.calibration:  # and a calibration file that does not fit it
+            from explainer.quality.calibration import load_calibration
+
+            load_calibration(options.calibration).check_tree(tree)
         answerer, note = None, None
         if not options.use_vlm:
             note = "VLM questions skipped: --no-vlm was given"
@@ -112,7 +126,9 @@ class Pipeline:
         return cls(options, answerer, note, tree)
 
     def explain(self, images: list[LoadedImage]) -> list[ImageReport]:
-        reports = [ImageReport(file=str(li.path), index=image_index(li.path), notes=list(li.notes)) for li in images]
+        reports = [ImageReport(file=str(li.path), index=image_index(li.path), notes=list(li.notes), tree=self.tree.name,
+                               calibration=self.calibration.describe() if self.calibration else None)
+                   for li in images]
         if not images:
             return reports
         t0 = time.perf_counter()
@@ -145,11 +161,17 @@ class Pipeline:
                 report.region = scope.get("region")
                 self._probes_only(report, context)
                 continue
-            walk = TreeRunner(self.tree, self.answerer, self.options.max_steps).run(context, scope=scope)
+            walk = TreeRunner(self.tree, self.answerer, self.options.max_steps, self.calibration).run(context, scope=scope)
             self._fill(report, walk)
             # What the model answerer decided on its own (splitting off, a fall-back path, token choices):
             # every record says it, so a record read alone is not misread.
             report.notes += [f"VLM: {n}" for n in getattr(self.answerer, "notes", [])]
+            if self.options.ask_all:
+                from explainer.quality.askall import ask_skipped
+
+                extra = ask_skipped(self.tree, self.answerer, context, walk, scope, self.calibration)
+                report.questions += extra
+                report.counts["asked_beyond_walk"] = len(extra)
             if self.options.explain_with_vlm and report.findings:
                 self._vlm_sentences(report, context)
         return reports
@@ -198,23 +220,10 @@ class Pipeline:
                          "probes": sum(1 for q in report.questions if q["kind"] == "probe")}
 
     def _fill(self, report: ImageReport, walk: WalkResult) -> None:
-        from explainer.engine import AnswerInferred, ProbeMeasured, QuestionAnswered
-
         report.obj = walk.scope.get("obj")
         report.region = walk.scope.get("region")
         report.findings = [f.to_dict() for f in walk.findings]
-        for e in walk.events:
-            if isinstance(e, QuestionAnswered):
-                report.questions.append({"round": e.round, "node_id": e.node_id, "kind": e.kind, "prompt": e.prompt,
-                                         "answer": e.answer, "p_yes": e.p_yes, "probs": e.probs, "mass": e.mass,
-                                         "tokens": e.tokens, "seconds": e.seconds})
-            elif isinstance(e, AnswerInferred):
-                report.questions.append({"round": e.round, "node_id": e.node_id, "kind": "inferred",
-                                         "prompt": e.prompt, "answer": e.answer, "p_yes": None})
-            elif isinstance(e, ProbeMeasured):
-                report.questions.append({"round": e.round, "node_id": e.node_id, "kind": "probe",
-                                         "prompt": f"{e.probe} on the {e.region}", "answer": e.answer, "p_yes": None,
-                                         "value": e.value, "note": e.note})
+        report.questions += question_records(walk)
         report.counts = {"yes_no": walk.yes_no, "choices": walk.choices, "follow_ups": walk.follow_ups,
                          "inferred": walk.inferred, "probes": walk.probes, "rounds": walk.rounds}
         stats = getattr(self.answerer, "stats", None)
@@ -225,6 +234,27 @@ class Pipeline:
             report.counts["tokens"] = stats.tokens + stats.prefix_tokens
         if walk.truncated:
             report.notes.append(f"the walk stopped at the step limit ({self.options.max_steps})")
+
+
+def question_records(walk: WalkResult) -> list[dict[str, Any]]:
+    """The walk's questions as results.jsonl records them (asked, inferred, measured)."""
+    from explainer.engine import AnswerInferred, ProbeMeasured, QuestionAnswered
+
+    out: list[dict[str, Any]] = []
+    for e in walk.events:
+        if isinstance(e, QuestionAnswered):
+            record = {"round": e.round, "node_id": e.node_id, "kind": e.kind, "prompt": e.prompt, "answer": e.answer,
+                      "p_yes": e.p_yes, "probs": e.probs, "mass": e.mass, "tokens": e.tokens, "seconds": e.seconds}
+            if e.p_calibrated is not None:
+                record["p_calibrated"] = e.p_calibrated
+            out.append(record)
+        elif isinstance(e, AnswerInferred):
+            out.append({"round": e.round, "node_id": e.node_id, "kind": "inferred", "prompt": e.prompt,
+                        "answer": e.answer, "p_yes": None})
+        elif isinstance(e, ProbeMeasured):
+            out.append({"round": e.round, "node_id": e.node_id, "kind": "probe", "prompt": f"{e.probe} on the {e.region}",
+                        "answer": e.answer, "p_yes": None, "value": e.value, "note": e.note})
+    return out
 
 
 def _cuda() -> bool:

@@ -28,7 +28,7 @@ from explainer.outputs.view import render_report
 SETTINGS: dict[str, tuple[type, Any]] = {
     "tree": (str, None), "strategy": (str, "tree"), "vlm": (str, None), "detector": (str, None),
     "sr": (str, None), "mask": (str, None), "device": (str, "auto"), "quantize": (str, None),
-    "batch_size": (int, 32), "max_steps": (int, 2000),
+    "batch_size": (int, 32), "max_steps": (int, 2000), "calibration": (str, None),
 }
 
 
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=("4bit", "8bit"), help="bitsandbytes quantization (CUDA only)")
     p.add_argument("--explain-with-vlm", action="store_true",
                    help="ask the VLM for a free sentence per finding instead of the tree's explanation template")
+    p.add_argument("--calibration", metavar="FILE", help="per-question P(yes) calibration from `explain calibrate`")
+    p.add_argument("--ask-all", action="store_true",
+                   help="also ask and record the questions the gates skipped (labelled walks for `explain calibrate`)")
     p.add_argument("--class", dest="obj", metavar="NAME", help="the object class, when known (skips that question)")
     p.add_argument("--json", action="store_true", help="one JSON record per image on stdout")
     p.add_argument("--out", metavar="DIR", help="write task1.json, task2.json and results.jsonl here")
@@ -122,7 +125,7 @@ def run_explain(args: argparse.Namespace) -> int:
     options = PipelineOptions(
         tree=args.tree, strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
         sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps,
-        explain_with_vlm=args.explain_with_vlm)
+        explain_with_vlm=args.explain_with_vlm, calibration=args.calibration, ask_all=args.ask_all)
     pipeline = Pipeline.load(options, on_note=lambda note: err.print(f"[yellow]note:[/] {note}"))
     failures: list[ImageReport] = []
     from rich.progress import Progress

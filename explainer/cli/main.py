@@ -20,7 +20,8 @@ from explainer.errors import ExplainerError
 SUBCOMMANDS: dict[str, list[tuple[str, str]]] = {
     "tree": [("explainer.cli.tree", "register")],
     "train": [("detectors.cli", "register_train"), ("masks.cli", "register_train")],
-    "eval": [("detectors.cli", "register_eval")],
+    "eval": [("detectors.cli", "register_eval"), ("explainer.cli.eval", "register")],
+    "calibrate": [("explainer.cli.eval", "register_calibrate")],
     "bench": [("explainer.cli.bench", "register")],
 }
 

@@ -50,6 +50,7 @@ class QuestionAnswered(Event):
     branch: tuple[str, ...] = ()  # nodes this answer leads to
     tokens: int = 0
     seconds: float = 0.0
+    p_calibrated: float | None = None  # P(yes) after --calibration, the value compared with the threshold
 
 
 @dataclass(frozen=True)

@@ -146,10 +146,11 @@ def explain_finding(tree: CompiledTree, node: NodeSpec, scope: Mapping[str, Any]
 class _Walk:
     """State of one walk. Methods append events to ``out``; the runner drains them."""
 
-    def __init__(self, tree: CompiledTree, answerer: Answerer, max_steps: int) -> None:
+    def __init__(self, tree: CompiledTree, answerer: Answerer, max_steps: int, calibration: Any = None) -> None:
         self.tree = tree
         self.answerer = answerer
         self.max_steps = max_steps
+        self.calibration = calibration  # explainer.quality.calibration.Calibration or None
         self.out: list[Event] = []
         self.pending: list[_Item] = []
         self.visited: set[tuple[str, tuple]] = set()
@@ -346,14 +347,18 @@ class _Walk:
         for (item, node, scope), q, a in zip(yes_no, yq, ya):
             self.counts["yes_no"] += 1
             threshold = node.threshold if node.threshold is not None else self.tree.spec.threshold
-            yes = a.p_yes >= threshold
+            p_calibrated = None
+            if self.calibration is not None:  # `explain --calibration FILE`: rescaled P(yes), own threshold
+                p_calibrated = self.calibration.adjust(node.id, a.p_yes)
+                threshold = self.calibration.threshold(node.id, threshold)
+            yes = (a.p_yes if p_calibrated is None else p_calibrated) >= threshold
             if yes:
                 branch = self._yes_branch(node, scope, a.p_yes)
             else:
                 branch = self._enter(node.if_no, scope)
             self.out.append(QuestionAnswered(self.round, node.id, "yes_no", q.prompt, "yes" if yes else "no",
                                              p_yes=a.p_yes, threshold=threshold, mass=a.mass, branch=branch,
-                                             tokens=a.tokens, seconds=a.seconds))
+                                             tokens=a.tokens, seconds=a.seconds, p_calibrated=p_calibrated))
             self._group_answer(item.group, yes)
         for (node, scope, p_yes), q, a in zip(follow_ups, fq, fa):
             self.counts["follow_ups"] += 1
@@ -369,10 +374,12 @@ class _Walk:
 class TreeRunner:
     """Walks images through one compiled tree with one answerer (LangGraph-style runner)."""
 
-    def __init__(self, tree: CompiledTree, answerer: Answerer, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+    def __init__(self, tree: CompiledTree, answerer: Answerer, max_steps: int = DEFAULT_MAX_STEPS,
+                 calibration: Any = None) -> None:
         self.tree = tree
         self.answerer = answerer
         self.max_steps = max_steps
+        self.calibration = calibration
 
     def check_scope(self, scope: Mapping[str, str]) -> None:
         missing = [v for v in self.tree.spec.inputs if v not in scope]
@@ -392,7 +399,7 @@ class TreeRunner:
         preamble = self.tree.templates.get(("(tree)", "preamble"))
         if preamble is not None:
             context = dataclasses.replace(context, preamble=render(preamble, start_scope))
-        walk = _Walk(self.tree, self.answerer, self.max_steps)
+        walk = _Walk(self.tree, self.answerer, self.max_steps, self.calibration)
         walk.context = context
         walk.final_scope.update({k: v for k, v in given.items()})
         walk.pending.append(_Item(self.tree.start, start_scope))
