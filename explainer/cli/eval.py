@@ -97,7 +97,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError("--bootstrap must be at least 1")
     gold, runs, paths = _load(args.gold, args.runs, args.name, args.tree)
-    result = score_runs(gold, runs, paths, args.bootstrap, args.seed)
+    from explainer.quality.paths import TreePaths
+    from explainer.trees import compile_tree
+    from explainer.trees.compiler import default_tree_path
+
+    groups = TreePaths(compile_tree(Path(args.tree) if args.tree else default_tree_path())).groups
+    result = score_runs(gold, runs, paths, args.bootstrap, args.seed, groups)
     text = markdown(result, args.top)
     if args.out:
         out = Path(args.out)

@@ -22,7 +22,7 @@ from explainer.trees.templates import render
 
 def ask_skipped(tree: CompiledTree, answerer: Answerer, context: ImageContext, walk: WalkResult,
                 scope: Mapping[str, str], calibration: Any = None) -> list[dict[str, Any]]:
-    asked = {e.node_id for e in walk.events if isinstance(e, QuestionAnswered)}
+    asked = {e.node_id for e in walk.events if isinstance(e, QuestionAnswered) and e.kind == "yes_no"}
     final = {**scope, **walk.scope}
     todo: dict[str, dict[str, str]] = {}
     for node_id, sc in TreePaths(tree).ask_nodes(final):

@@ -16,7 +16,6 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from explainer.quality.gold import Gold
-from explainer.quality.paths import TreePaths
 from explainer.quality.runs import Run
 
 UNSPECIFIED_REGION = "(unspecified)"
@@ -90,8 +89,11 @@ def _group_rows(per_artifact: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["support"], r["group"]))
 
 
-def evaluate(gold: Gold, run: Run, paths: TreePaths | None = None) -> dict[str, Any]:
-    """Every table for one run, as plain data (the JSON output; Markdown is rendered from it)."""
+def evaluate(gold: Gold, run: Run, groups: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every table for one run, as plain data (the JSON output; Markdown is rendered from it).
+
+    ``groups`` maps an artifact to its group (the gate above it in the question tree).
+    """
     pairs = align(gold, run)
     notes: list[str] = []
     skipped = dict(run.skipped)
@@ -110,7 +112,7 @@ def evaluate(gold: Gold, run: Run, paths: TreePaths | None = None) -> dict[str, 
     tp = (pairs.truth & pairs.pred).sum(0)
     fp = (~pairs.truth & pairs.pred).sum(0)
     fn = (pairs.truth & ~pairs.pred).sum(0)
-    groups = paths.groups if paths else {}
+    groups = groups or {}
     per_artifact = [{"artifact": a, "group": groups.get(a, "(not in the tree)"), "support": int(s[j]),
                      "predicted": int(tp[j] + fp[j]), "tp": int(tp[j]), "fp": int(fp[j]), "fn": int(fn[j]),
                      "precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j])}

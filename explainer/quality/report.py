@@ -14,11 +14,15 @@ from explainer.quality.runs import Run
 
 
 def score_runs(gold: Gold, runs: Sequence[Run], paths_of: Sequence[TreePaths], bootstrap: int = 2000,
-               seed: int = 0) -> dict[str, Any]:
-    """Every table for every run; runs after the first are compared with it (paired bootstrap on micro F1)."""
+               seed: int = 0, groups: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every table for every run; runs after the first are compared with it (paired bootstrap on micro F1).
+
+    Groups come from one tree for every run (the shipped tree's gates unless told
+    otherwise), so that a direct run and a tree run are grouped alike.
+    """
     evaluations = []
     for run, paths in zip(runs, paths_of):
-        ev = evaluate(gold, run, paths)
+        ev = evaluate(gold, run, groups if groups is not None else paths.groups)
         ev["gating_loss"] = gating_loss(gold, run, paths)
         ev["pr_curve"] = pr_curve(gold, run, paths)
         evaluations.append(ev)
