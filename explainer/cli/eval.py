@@ -25,6 +25,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=0, metavar="N", help="per-artifact rows in Markdown (default: all)")
     p.set_defaults(func=run_eval)
 
+    s = sub.add_parser("simulate", help="tree vs direct on explanation F1 and s/image with a simulated answerer",
+                       description="F1 from the oracle with a stated noise level (simulated, not a model's "
+                                   "accuracy); seconds from a model computing every answer when --vlm/--arch is given.")
+    s.add_argument("--images", type=int, default=200)
+    s.add_argument("--noise", type=float, default=1.0, help="Gaussian noise sd in log-odds on each answer (default 1.0)")
+    s.add_argument("--flip", type=float, default=0.0, help="probability of turning an answer round (default 0)")
+    s.add_argument("--seed", type=int, default=0)
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--vlm", metavar="ID_OR_PATH", help="a model to time the questions with")
+    src.add_argument("--arch", choices=("smolvlm-256m", "idefics3", "llava", "qwen2_vl", "qwen2_5_vl"),
+                     help="build a random-weight model to time the questions with")
+    s.add_argument("--models-dir", default="runs/bench-models", help="where built models are kept between runs")
+    s.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    s.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    s.add_argument("--json-out", metavar="FILE", help="also write the result as JSON")
+    s.set_defaults(func=run_simulate)
+
 
 def register_calibrate(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("supervised", help="per-question scaling and threshold from labelled walks",
@@ -97,11 +114,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError("--bootstrap must be at least 1")
     gold, runs, paths = _load(args.gold, args.runs, args.name, args.tree)
-    from explainer.quality.paths import TreePaths
+    from explainer.quality.paths import TreePaths, shipped_trees
     from explainer.trees import compile_tree
-    from explainer.trees.compiler import default_tree_path
 
-    groups = TreePaths(compile_tree(Path(args.tree) if args.tree else default_tree_path())).groups
+    groups = TreePaths(compile_tree(Path(args.tree)) if args.tree else shipped_trees()[0]).groups
     result = score_runs(gold, runs, paths, args.bootstrap, args.seed, groups)
     text = markdown(result, args.top)
     if args.out:
@@ -159,4 +175,45 @@ def run_contextual(args: argparse.Namespace) -> int:
                              output=Path(args.output), plot=Path(args.plot) if args.plot else None,
                              labelled=labelled, model=args.vlm or "default")
     print(json.dumps(summary) if args.json else summary_text(summary))
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from explainer.outputs.tables import Table
+    from explainer.quality.tradeoff import compare_strategies
+    from explainer.safe_io import atomic_write_text
+
+    if args.images < 1 or args.noise < 0 or not 0 <= args.flip <= 1:
+        raise UsageError("--images must be at least 1, --noise at least 0 and --flip in [0, 1]")
+    vlm = args.vlm
+    if args.arch:
+        from explainer.cli.bench import _model_path
+
+        vlm = _model_path(args)
+    err = Console(stderr=True, highlight=False)
+    result = compare_strategies(args.images, noise=args.noise, flip=args.flip, seed=args.seed, vlm_path=vlm,
+                                device=args.device, on_progress=lambda m: err.print(m))
+    timed = result["timed_by"]
+    table = Table("Tree vs direct prompting (SIMULATED answers)",
+                  ["strategy", "micro P", "micro R", "micro F1", "macro F1", "false-alarm rate", "yes/no per image",
+                   "rounds", "median s / image"])
+    for r in result["rows"]:
+        table.add(r["strategy"], f"{r['micro']['precision']:.3f}", f"{r['micro']['recall']:.3f}",
+                  f"{r['micro']['f1']:.3f}", f"{r['macro']['f1']:.3f}",
+                  "" if r["false_alarm_rate"] is None else f"{r['false_alarm_rate']:.3f}",
+                  f"{r['yes_no_per_image']:.1f}", f"{r['rounds_per_image']:.1f}", f"{r['seconds_per_image_median']:.4f}")
+    table.footer = (f"{result['images']} simulated images, seed {result['seed']}; answers simulated: the oracle at "
+                    f"P(yes) 0.9/0.1 with Gaussian noise sd {args.noise} in log-odds"
+                    + (f" and flips with p = {args.flip}" if args.flip else "") + "; seconds: "
+                    + (f"{timed['model_type']} ({timed['parameters'] / 1e6:.1f}M parameters) computing every answer"
+                       if isinstance(timed, dict) else timed) + ".")
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps(result, indent=1))
+    if args.markdown:
+        print(table.markdown())
+    else:
+        Console(highlight=False).print(table.rich())
+        print(table.footer)
     return 0

@@ -8,7 +8,7 @@ labelled artifact, exactly what the oracle answers).
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -103,11 +103,16 @@ class TreePaths:
         return out
 
 
+@lru_cache(maxsize=1)
+def shipped_trees() -> tuple[CompiledTree, ...]:
+    return tuple(compile_tree(default_tree_path().parent / name) for name in SHIPPED_TREES)
+
+
 def tree_for_run(tree_file: str | None, tree_name: str | None, node_ids: Iterable[str]) -> CompiledTree:
     """The tree a run was made with: --tree, else the shipped tree it names, else the one that knows its nodes."""
     if tree_file:
         return compile_tree(Path(tree_file))
-    shipped = [compile_tree(default_tree_path().parent / name) for name in SHIPPED_TREES]
+    shipped = shipped_trees()
     for tree in shipped:
         if tree_name and tree.name == tree_name:
             return tree

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from explainer.errors import UsageError
 from explainer.quality.gold import Gold, json_array_entries
@@ -87,18 +87,28 @@ def _load_task2(path: Path, name: str, gold: Gold, catalogue: Catalogue) -> Run:
 
 def _load_results(path: Path, name: str, gold: Gold, catalogue: Catalogue) -> Run:
     text = read_text_capped(path, MAX_RESULTS_BYTES, what="results file")
-    run = Run(name, str(path), "results", {})
-    trees, calibrations = set(), []
+    numbered, unreadable = [], 0
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            numbered.append((n, json.loads(line)))
         except json.JSONDecodeError:
-            run.skipped["unreadable line (a killed run's last line?)"] += 1
-            continue
+            unreadable += 1
+    run = records_to_run(name, str(path), numbered, gold, catalogue)
+    if unreadable:
+        run.skipped["unreadable line (a killed run's last line?)"] += unreadable
+    return run
+
+
+def records_to_run(name: str, source: str, numbered: Iterable[tuple[int, Any]], gold: Gold,
+                   catalogue: Catalogue) -> Run:
+    """A run from results.jsonl records (each with its line number, for messages)."""
+    run = Run(name, source, "results", {})
+    trees, calibrations = set(), []
+    for n, record in numbered:
         if not isinstance(record, dict):
-            raise UsageError(f"{path}:{n}: a results line is a JSON object")
+            raise UsageError(f"{source}:{n}: a results line is a JSON object")
         if record.get("error"):
             run.skipped["image failed in the run"] += 1
             continue
@@ -110,17 +120,15 @@ def _load_results(path: Path, name: str, gold: Gold, catalogue: Catalogue) -> Ru
             run.skipped["index not in the gold file"] += 1
             continue
         if index in run.images:
-            raise UsageError(f"{path}:{n}: index {index} appears twice (two files with the same number?)")
+            raise UsageError(f"{source}:{n}: index {index} appears twice (two files with the same number?)")
         findings = record.get("findings") or []
-        _check_artifacts([f.get("artifact") for f in findings], catalogue, f"{path}:{n}")
-        if record.get("verdict") == "real":
+        _check_artifacts([f.get("artifact") for f in findings], catalogue, f"{source}:{n}")
+        real = record.get("verdict") == "real"
+        if real and findings:
             # task2.json carries no explanation for an image predicted real: score it the same way
-            run.skipped["predicted real: its findings are not part of task 2"] += 1 if findings else 0
-            findings, real = [], True
-        else:
-            real = False
+            run.skipped["predicted real: its findings are not part of task 2"] += 1
         found: dict[str, str | None] = {}
-        for f in findings:
+        for f in [] if real else findings:
             found.setdefault(f["artifact"], f.get("region"))
         run.images[index] = ImageRecord(index, found, list(record.get("questions") or []), record.get("obj"),
                                         record.get("region"), real)
@@ -129,10 +137,9 @@ def _load_results(path: Path, name: str, gold: Gold, catalogue: Catalogue) -> Ru
         if record.get("calibration"):
             calibrations.append(record["calibration"])
     if len(trees) > 1:
-        raise UsageError(f"{path}: results from several trees ({', '.join(sorted(trees))}); score them separately")
+        raise UsageError(f"{source}: results from several trees ({', '.join(sorted(trees))}); score them separately")
     run.tree = next(iter(trees), None)
     run.calibration = calibrations[0] if calibrations else None
-    run.skipped = Counter({k: v for k, v in run.skipped.items() if v})
     return run
 
 

@@ -79,20 +79,26 @@ def sample_truths(tree: CompiledTree, n: int, seed: int = 0, p: float | None = N
 
 
 def simulate_run(tree: CompiledTree, answerer: OracleAnswerer, truths: Sequence[tuple[dict[str, str], set[str]]],
-                 *, calibration: Any = None, ask_all: bool = False) -> list[dict[str, Any]]:
-    """Walk each simulated image; records shaped as results.jsonl lines (index = position + 1)."""
+                 *, calibration: Any = None, ask_all: bool = False, images: Sequence[Any] | None = None,
+                 walker: Any = None) -> list[dict[str, Any]]:
+    """Walk each simulated image; records shaped as results.jsonl lines (index = position + 1).
+
+    ``images`` (optional) are shown to ``walker``, an answerer wrapping ``answerer``
+    whose model computes (and times) every answer while ``answerer`` decides.
+    """
     from explainer.answerers.base import ImageContext
     from explainer.pipeline import question_records
 
     records = []
     for k, (facts, truth) in enumerate(truths, start=1):
-        context = ImageContext(image_id=f"{k}.png", facts={**facts, "artifacts": sorted(truth)})
+        context = ImageContext(image=images[k - 1] if images is not None else None, image_id=f"{k}.png",
+                               facts={**facts, "artifacts": sorted(truth)})
         scope = {"roi": "the whole image"}
         t0 = time.perf_counter()
-        walk = TreeRunner(tree, answerer, calibration=calibration).run(context, scope=scope)
+        walk = TreeRunner(tree, walker or answerer, calibration=calibration).run(context, scope=scope)
         questions = question_records(walk)
         if ask_all:
-            questions += ask_skipped(tree, answerer, context, walk, scope, calibration)
+            questions += ask_skipped(tree, walker or answerer, context, walk, scope, calibration)
         records.append({"file": f"{k}.png", "index": k, "verdict": None, "obj": walk.scope.get("obj"),
                         "region": walk.scope.get("region"), "tree": tree.name,
                         "findings": [f.to_dict() for f in walk.findings], "questions": questions,
