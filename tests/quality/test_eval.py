@@ -158,3 +158,17 @@ def test_out_writes_markdown_json_and_plots(sim, tmp_path, capsys):
     assert json.loads((out / "report.json").read_text())["runs"][1]["run"] == "noisy"
     for png in ("f1_per_artifact.png", "pr_curve.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulated_strategy_table(tmp_path, capsys):
+    out = tmp_path / "sim.json"
+    assert main(["eval", "simulate", "--images", "30", "--noise", "0", "--json-out", str(out), "--markdown"]) == 0
+    assert "simulated images" in capsys.readouterr().out  # the footer says the answers are simulated
+    result = json.loads(out.read_text())
+    rows = {r["strategy"]: r for r in result["rows"]}
+    assert result["simulated"] is True
+    assert rows["tree"]["micro"]["f1"] == 1.0 and rows["direct"]["micro"]["f1"] == 1.0  # noise 0: the oracle
+    assert rows["direct"]["yes_no_per_image"] == 70 and rows["tree"]["yes_no_per_image"] < 30
+    assert main(["eval", "simulate", "--images", "30", "--noise", "2", "--json-out", str(out)]) == 0
+    noisy = {r["strategy"]: r for r in json.loads(out.read_text())["rows"]}
+    assert noisy["tree"]["micro"]["f1"] < 1.0 and noisy["direct"]["micro"]["f1"] < 1.0
