@@ -19,7 +19,7 @@ import dataclasses
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from explainer.quality.calibration import Calibration, NodeCalibration, logit
 from explainer.quality.gold import Gold
 from explainer.quality.paths import TreePaths
 from explainer.quality.runs import Run
-from explainer.safe_io import atomic_write_bytes, atomic_write_text
+from explainer.safe_io import atomic_write_text
 from explainer.trees.compiler import CompiledTree
 from explainer.trees.templates import render
 
@@ -267,12 +267,12 @@ def fit_contextual(tree: CompiledTree, answerer: Answerer, *, classes: Sequence[
 
 
 def reliability_diagram(p: np.ndarray, q: np.ndarray, y: np.ndarray, path: Path, bins: int = ECE_BINS) -> Path:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from explainer.quality.curves import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:", linewidth=1, label="perfectly calibrated")
@@ -285,16 +285,8 @@ def reliability_diagram(p: np.ndarray, q: np.ndarray, y: np.ndarray, path: Path,
                 xs.append(values[sel].mean())
                 ys.append(y[sel].mean())
         ax.plot(xs, ys, marker="o", label=f"{name} (ECE {ece(values, y):.3f})")
-    ax.set_xlabel("P(yes), binned")
-    ax.set_ylabel("fraction of questions whose true answer is yes")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_title("Reliability of the yes/no answers")
-    ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, ax, path, xlabel="P(yes), binned", ylabel="fraction of questions whose true answer is yes",
+                       title="Reliability of the yes/no answers", limit=1.0, legend_size=8)
 
 
 def summary_text(summary: dict[str, Any]) -> str:

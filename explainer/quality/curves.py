@@ -86,6 +86,25 @@ def pr_curve(gold: Gold, run: Run, paths: TreePaths) -> dict[str, Any] | None:
             "positives": positives}
 
 
+def save_figure(fig, ax, path: Path, *, xlabel: str, ylabel: str, title: str, limit: float = 1.02,
+                legend_size: int = 7) -> Path:
+    """Label a unit-square plot, write it as PNG atomically, and free the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, limit)
+    ax.set_ylim(0, limit)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def _figure_bytes(fig) -> bytes:
     import io
 
@@ -132,12 +151,5 @@ def plot_pr(curves: dict[str, dict[str, Any]], path: Path) -> Path:
     for name, c in curves.items():
         ax.plot(c["recall"], c["precision"], marker=".", markersize=3, label=f"{name} (best F1 {c['best']['f1']:.2f}"
                 f" at P(yes) ≥ {c['best']['threshold']:.2f})")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Precision-recall over the P(yes) threshold")
-    ax.legend(fontsize=7)
-    data = _figure_bytes(fig)
-    plt.close(fig)
-    return atomic_write_bytes(path, data)
+    return save_figure(fig, ax, path, xlabel="recall", ylabel="precision",
+                       title="Precision-recall over the P(yes) threshold")
