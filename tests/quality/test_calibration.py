@@ -196,3 +196,20 @@ def test_explain_refuses_a_bad_calibration_before_any_model(tmp_path, capsys):
     cal.write_text("calibration: 1\nnodes: {no_such_node: {threshold: 0.3}}\n")
     assert main([str(root / "examples" / "1.png"), "--no-vlm", "--calibration", str(cal)]) == 2
     assert "no_such_node" in capsys.readouterr().err
+
+
+def test_calibrate_contextual_through_the_command_line_with_a_tiny_model(cifake, tmp_path, capsys):
+    from explainer.testing import build_tiny_vlm
+
+    model = build_tiny_vlm("idefics3", tmp_path / "models")
+    out = tmp_path / "ctx.yaml"
+    assert main(["calibrate", "contextual", "--vlm", str(model), "--class", "cat", "--device", "cpu",
+                 "-o", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    cal = load_calibration(out)
+    expected = {n for n, _ in TreePaths(cifake).ask_nodes({"obj": "cat", "roi": "the whole image"})}
+    assert set(cal.nodes) == expected and summary["nodes_calibrated"] == len(expected)
+    assert all(node.scaling == "contextual" and 0 < node.prior < 1 for node in cal.nodes.values())
+    assert cal.info["inputs"] == ["blank", "noise"] and cal.info["classes"] == ["cat"]
+    assert main(["calibrate", "contextual", "--vlm", str(model), "--class", "unicorn", "-o", str(out)]) == 2
+    assert "unicorn" in capsys.readouterr().err
