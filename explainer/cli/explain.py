@@ -29,7 +29,10 @@ SETTINGS: dict[str, tuple[type, Any]] = {
     "tree": (str, None), "strategy": (str, "tree"), "vlm": (str, None), "detector": (str, None),
     "sr": (str, None), "mask": (str, None), "device": (str, "auto"), "quantize": (str, None),
     "batch_size": (int, 32), "max_steps": (int, 2000), "calibration": (str, None),
+    "engine": (str, "local"), "ray_address": (str, None), "workers": (int, 2), "worker_cpus": (float, None),
+    "worker_gpus": (float, 0.0),
 }
+RAY_ONLY = ("ray_address", "workers", "worker_cpus", "worker_gpus")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue a run in --out DIR, skipping images already done")
     p.add_argument("--batch-size", type=int, help="images per detector batch (default 32)")
     p.add_argument("--max-steps", type=int, help="step limit of one walk (default 2000)")
+    p.add_argument("--engine", choices=("local", "ray"), help="local (default): this process; ray: a Ray cluster")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --engine ray: auto, ray://HOST:10001 or HOST:PORT (default: a local cluster on 127.0.0.1)")
+    p.add_argument("--workers", type=int, metavar="N", help="with --engine ray: actors, each loading the models once (default 2)")
+    p.add_argument("--worker-cpus", type=float, metavar="C",
+                   help="with --engine ray: CPUs per actor, fractions allowed (default: the cluster's CPUs shared, at most 1)")
+    p.add_argument("--worker-gpus", type=float, metavar="G", help="with --engine ray: GPUs per actor, fractions allowed (default 0)")
     p.add_argument("--config", metavar="FILE", help="YAML file of settings (keys as the long options)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -66,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve_settings(args: argparse.Namespace) -> None:
     """Fill unset options from the environment, then the config file, then defaults."""
+    ray_flags = [n for n in RAY_ONLY if getattr(args, n, None) is not None]  # given on the command line
     config: dict[str, Any] = {}
     config_path = args.config or os.environ.get("EXPLAIN_CONFIG")
     if config_path:
@@ -88,11 +99,11 @@ def _resolve_settings(args: argparse.Namespace) -> None:
             value, source = config.get(name), f"{config_path}: {name}"
         if value is None:
             value = default
-        elif kind is int:
+        elif kind in (int, float):
             try:
-                value = int(value)
+                value = kind(value)
             except (TypeError, ValueError):
-                raise UsageError(f"{source}: must be an integer, not {value!r}") from None
+                raise UsageError(f"{source}: must be {'an integer' if kind is int else 'a number'}, not {value!r}") from None
         setattr(args, name, value)
     if args.obj is None and config.get("class"):
         args.obj = str(config["class"])
@@ -100,6 +111,10 @@ def _resolve_settings(args: argparse.Namespace) -> None:
         raise UsageError(f"strategy must be 'tree' or 'direct', not {args.strategy!r}")
     if args.batch_size < 1 or args.max_steps < 1:
         raise UsageError("--batch-size and --max-steps must be at least 1")
+    if args.engine not in ("local", "ray"):
+        raise UsageError(f"engine must be 'local' or 'ray', not {args.engine!r}")
+    if args.engine != "ray" and ray_flags:
+        raise UsageError(f"--{ray_flags[0].replace('_', '-')} needs --engine ray")
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -126,25 +141,36 @@ def run_explain(args: argparse.Namespace) -> int:
         tree=args.tree, strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
         sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps,
         explain_with_vlm=args.explain_with_vlm, calibration=args.calibration, ask_all=args.ask_all)
-    pipeline = Pipeline.load(options, on_note=lambda note: err.print(f"[yellow]note:[/] {note}"))
+
+    def on_note(note: str) -> None:
+        err.print(f"[yellow]note:[/] {note}")
+
+    if args.engine == "ray":
+        from explainer.scale import RaySettings, explain_on_ray
+
+        settings = RaySettings(address=args.ray_address, workers=args.workers, worker_cpus=args.worker_cpus,
+                               worker_gpus=args.worker_gpus, batch_size=args.batch_size, verbose=args.debug)
+        reports = explain_on_ray(todo, options, settings, with_artifacts=pages is not None, on_note=on_note)
+    else:
+        pipeline = Pipeline.load(options, on_note=on_note)
+        reports = (r for batch in batched(todo, args.batch_size) for r in _explain_batch(pipeline, batch, args.debug))
     failures: list[ImageReport] = []
     from rich.progress import Progress
 
     with Progress(console=err, transient=True, disable=len(todo) < 2) as progress:
         task = progress.add_task("explaining", total=len(todo))
-        for batch in batched(todo, args.batch_size):
-            for report in _explain_batch(pipeline, batch, args.debug):
-                if report.error:
-                    failures.append(report)
-                if log:
-                    log.append(report)
-                if pages:
-                    pages.add(report)
-                if args.json:
-                    print(json.dumps(report.to_dict()), flush=True)
-                elif not report.error:
-                    out.print(render_report(report))
-                progress.advance(task)
+        for report in reports:
+            if report.error:
+                failures.append(report)
+            if log:
+                log.append(report)
+            if pages:
+                pages.add(report)
+            if args.json:
+                print(json.dumps(report.to_dict()), flush=True)
+            elif not report.error:
+                out.print(render_report(report))
+            progress.advance(task)
     if log:
         task1, task2 = write_challenge_files(log)
         err.print(f"wrote {task1}, {task2} and {log.path}")

@@ -1,0 +1,133 @@
+"""The Ray engine's pieces that need no cluster: the wire format, block planning, CPU shares, command-line checks."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explainer.cli import main
+from explainer.errors import UsageError
+from explainer.pipeline import ImageReport
+from explainer.scale.cluster import ClusterInfo
+from explainer.scale.engine import RaySettings, actor_cpus, plan_blocks
+from explainer.scale.wire import decode_artifacts, decode_record, encode_artifacts, encode_record
+from explainer.trees.problems import TreeError
+from tests.scale.conftest import make_images
+
+
+def _report() -> ImageReport:
+    return ImageReport(file="in/3.png", index=3, verdict="fake", p_fake=0.75, roi_box=[1, 2, 81, 82],
+                       findings=[{"artifact": "Blurred edges", "explanation": "soft", "p_yes": 0.6}],
+                       questions=[{"round": 1, "node_id": "class", "p_yes": 0.123456789012345, "probs": (0.1, 0.9)}],
+                       timings={"detector": 0.01}, notes=["a note"])
+
+
+def test_record_travels_unchanged():
+    report = _report()
+    back = decode_record(encode_record(report))
+    assert json.dumps(back.to_dict()) == json.dumps(report.to_dict())  # what results.jsonl would hold, byte for byte
+    assert back.questions[0]["p_yes"] == 0.123456789012345
+
+
+def test_record_from_a_newer_worker_keeps_known_fields_and_refuses_garbage():
+    text = json.dumps({**_report().to_dict(), "field_from_the_future": 1})
+    assert decode_record(text).file == "in/3.png"
+    with pytest.raises(ValueError):
+        decode_record(json.dumps(["not", "a", "report"]))
+
+
+def test_artifacts_travel_as_plain_arrays():
+    rng = np.random.default_rng(0)
+    sr = Image.fromarray((rng.random((128, 128, 3)) * 255).astype("uint8"))
+    heat = rng.random((128, 128)).astype("float32")
+    mask = rng.random((128, 128)) > 0.5
+    data = encode_artifacts({"sr": sr, "boxed": sr.convert("RGBA"), "heatmap": heat, "mask": mask,
+                             "original": sr, "overlay": None, "junk": object()})
+    back = decode_artifacts(data)
+    assert set(back) == {"sr", "boxed", "heatmap", "mask"}  # the original is read again by the driver
+    assert np.array_equal(np.asarray(back["sr"]), np.asarray(sr))
+    assert back["boxed"].mode == "RGB" and np.array_equal(np.asarray(back["boxed"]), np.asarray(sr))
+    assert back["heatmap"].dtype == np.float32 and np.array_equal(back["heatmap"], heat)
+    assert np.array_equal(back["mask"], mask)
+    assert encode_artifacts({}) == b"" and decode_artifacts(b"") == {}
+
+
+def test_artifacts_are_read_without_unpickling():
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{"arr:mask": np.array([{"evil": 1}], dtype=object)})
+    with pytest.raises(ValueError):
+        decode_artifacts(buf.getvalue())
+
+
+@pytest.mark.parametrize("n,workers,batch,blocks,per_call", [
+    (16, 2, 32, 8, 2),      # a small folder is still spread over both actors
+    (3, 4, 32, 3, 1),       # never more blocks than images
+    (64, 1, 32, 4, 16),
+    (10_000, 4, 32, 313, 32),  # a big folder: blocks of one actor call each
+])
+def test_plan_blocks(n, workers, batch, blocks, per_call):
+    assert plan_blocks(n, RaySettings(workers=workers, batch_size=batch)) == (blocks, per_call)
+
+
+def test_actor_cpus_leave_room_for_ray_data():
+    cluster = ClusterInfo(address="local", cpus=2, gpus=0, started_here=True)
+    assert actor_cpus(RaySettings(workers=2), cluster) == pytest.approx(0.667)
+    assert actor_cpus(RaySettings(workers=1), cluster) == 1.0
+    assert actor_cpus(RaySettings(workers=4, worker_cpus=0.25), cluster) == 0.25  # the user's choice wins
+    assert actor_cpus(RaySettings(workers=8), ClusterInfo("auto", 64, 0, False)) == 1.0
+
+
+@pytest.mark.parametrize("settings", [RaySettings(workers=0), RaySettings(worker_cpus=0), RaySettings(worker_gpus=-1)])
+def test_settings_are_checked(settings):
+    with pytest.raises(UsageError):
+        settings.check()
+
+
+@pytest.mark.parametrize("flag,value", [("--workers", "2"), ("--ray-address", "auto"), ("--worker-cpus", "0.5"),
+                                        ("--worker-gpus", "1")])
+def test_ray_flags_need_the_ray_engine(tmp_path, capsys, flag, value):
+    folder = make_images(tmp_path / "in", 1)
+    assert main([str(folder), "--no-vlm", flag, value]) == 2
+    assert f"{flag} needs --engine ray" in capsys.readouterr().err
+
+
+def test_bad_worker_count_is_a_usage_error(tmp_path, capsys):
+    folder = make_images(tmp_path / "in", 1)
+    assert main([str(folder), "--no-vlm", "--engine", "ray", "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_engine_from_the_environment_is_checked(tmp_path, capsys, monkeypatch):
+    folder = make_images(tmp_path / "in", 1)
+    monkeypatch.setenv("EXPLAIN_ENGINE", "spark")
+    assert main([str(folder), "--no-vlm"]) == 2
+    assert "engine must be 'local' or 'ray'" in capsys.readouterr().err
+
+
+def test_without_ray_installed_says_how_to_get_it(tmp_path, capsys, monkeypatch):
+    folder = make_images(tmp_path / "in", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as on an install without [ray]
+    assert main([str(folder), "--no-vlm", "--engine", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "--engine ray needs Ray Data" in err and 'pip install -e ".[ray]"' in err
+
+
+def test_a_broken_tree_is_refused_before_a_cluster_starts(tmp_path, capsys, monkeypatch):
+    folder = make_images(tmp_path / "in", 1)
+    tree = tmp_path / "bad.yaml"
+    tree.write_text("nodes: [\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "ray", None)  # would fail with the Ray message if a cluster were started first
+    try:
+        code = main([str(folder), "--no-vlm", "--engine", "ray", "--tree", str(tree)])
+    except TreeError as exc:  # today a tree error escapes main() in both engines; the point here is which error
+        code, err = exc.exit_code, str(exc)
+    else:
+        err = capsys.readouterr().err
+    assert code == 2
+    assert "bad.yaml:2" in err and "Ray" not in err
