@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from explainer.cli import main
-from tests.scale.conftest import (comparable, kill_pids, make_images, our_descendants, read_records, session_members,
+from scale_helpers import (comparable, kill_pids, make_images, our_descendants, read_records, session_members,
                                   wait_until_gone)
 
 ray = pytest.importorskip("ray", reason="--engine ray needs the [ray] extra")
@@ -38,9 +39,14 @@ def reference(tmp_path_factory, tiny_models):
     """The local engine's records for the module's 16 images, by file name."""
     root = tmp_path_factory.mktemp("ray-ref")
     folder = make_images(root / "in", N_IMAGES)
-    assert main(_args(folder, tiny_models, root / "out")) == 0
+    assert main(_args(folder, tiny_models, root / "out", "--report", str(root / "out" / "report"))) == 0
     records = read_records(root / "out" / "results.jsonl")
     return folder, {Path(r["file"]).name: comparable(r) for r in records}, root / "out"
+
+
+def _figures(page: Path) -> list[str]:
+    """The images embedded in a report page (super-resolved, Grad-CAM, mask...), as their data URIs."""
+    return re.findall(r'src="(data:image/png;base64,[^"]+)"', page.read_text(encoding="utf-8"))
 
 
 def _by_name(records: list[dict]) -> dict[str, dict]:
@@ -50,7 +56,8 @@ def _by_name(records: list[dict]) -> dict[str, dict]:
 def test_ray_engine_writes_the_local_engines_records(tmp_path, tiny_models, reference, capsys, no_leftover_ray):
     folder, expected, local_out = reference
     out = tmp_path / "out"
-    code = main(_args(folder, tiny_models, out, "--engine", "ray", "--workers", "2", "--json"))
+    code = main(_args(folder, tiny_models, out, "--engine", "ray", "--workers", "2", "--json",
+                      "--report", str(out / "report")))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     # stdout is results only (Ray prints its cluster messages to stdout unless kept off it)
@@ -62,6 +69,11 @@ def test_ray_engine_writes_the_local_engines_records(tmp_path, tiny_models, refe
     assert all(r["questions"] and r["questions"][0]["node_id"] == "class" for r in records)  # the VLM did answer
     for name in ("task1.json", "task2.json"):
         assert (out / name).read_bytes() == (local_out / name).read_bytes()
+    # report pages made by the driver from what the actors shipped show the same pictures as local ones
+    for i in range(1, N_IMAGES + 1):
+        local_page, ray_page = local_out / "report" / f"{i}.html", out / "report" / f"{i}.html"
+        assert len(_figures(local_page)) >= 3 and _figures(ray_page) == _figures(local_page)
+    assert (out / "report" / "index.html").exists()
     # the cluster this run started is gone with it
     assert wait_until_gone(our_descendants, 30) == []
 

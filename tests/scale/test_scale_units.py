@@ -16,7 +16,7 @@ from explainer.scale.cluster import ClusterInfo
 from explainer.scale.engine import RaySettings, actor_cpus, plan_blocks
 from explainer.scale.wire import decode_artifacts, decode_record, encode_artifacts, encode_record
 from explainer.trees.problems import TreeError
-from tests.scale.conftest import make_images
+from scale_helpers import make_images
 
 
 def _report() -> ImageReport:
@@ -131,3 +131,26 @@ def test_a_broken_tree_is_refused_before_a_cluster_starts(tmp_path, capsys, monk
         err = capsys.readouterr().err
     assert code == 2
     assert "bad.yaml:2" in err and "Ray" not in err
+
+
+def test_bench_times_a_run_by_its_records(tmp_path, monkeypatch):
+    """bench/ray_throughput.py watches results.jsonl grow; a command writing three records at known times."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ray_throughput", Path(__file__).parents[2] / "bench" / "ray_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "ray_throughput", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    results = tmp_path / "results.jsonl"
+    writer = ("import time, sys\n"
+              "time.sleep(0.6)\n"
+              "for i in range(3):\n"
+              "    open(sys.argv[1], 'a').write('{}\\n'); time.sleep(0.4)\n")
+    run = bench.run_once("local", None, [sys.executable, "-c", writer, str(results)], results, 3, tmp_path / "log")
+    assert run.exit_code == 0
+    assert 0.5 <= run.first_record_s <= run.wall_s
+    assert 1.0 <= run.steady_images_per_s <= 5.0  # 2 intervals of 0.4 s: 2.5 images/s, with slack for a loaded machine
+    assert run.images_per_s == pytest.approx(3 / run.wall_s, rel=0.01)
+    table = bench.markdown([run, bench.Run("ray ×2", 2, 3, run.wall_s / 2, 0.1, 5.0, run.images_per_s * 2, 0)])
+    assert "| ray ×2 | 3 |" in table and "| 2.00 |" in table
