@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,12 @@ class RaySettings:
 class ExplainActor:
     """One worker: the pipeline loaded once, then the local engine's batch code on every batch."""
 
-    def __init__(self, options: PipelineOptions, with_artifacts: bool) -> None:
+    def __init__(self, options: PipelineOptions, with_artifacts: bool, cwd: str | None = None) -> None:
         from explainer.pipeline import Pipeline
 
+        # Relative image and model paths mean what they meant on the driver, where that folder exists here too.
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
         self.notes: list[str] = []
         self.pipeline = Pipeline.load(options, on_note=self.notes.append)
         self.with_artifacts = with_artifacts
@@ -119,7 +123,8 @@ def explain_on_ray(paths: list[Path], options: PipelineOptions, settings: RaySet
         blocks, per_call = plan_blocks(len(paths), settings)
         items = ray.data.from_items([{"path": key} for key in wanted], override_num_blocks=blocks)
         dataset = _map_with_retries(items, dict(
-            fn=ExplainActor, fn_constructor_kwargs={"options": options, "with_artifacts": with_artifacts},
+            fn=ExplainActor,
+            fn_constructor_kwargs={"options": options, "with_artifacts": with_artifacts, "cwd": os.getcwd()},
             batch_size=per_call, batch_format="numpy", compute=pool, num_cpus=cpus,
             num_gpus=settings.worker_gpus or None), settings.max_task_retries, on_note)
         seen: set[str] = set()

@@ -65,6 +65,26 @@ def test_artifacts_are_read_without_unpickling():
         decode_artifacts(buf.getvalue())
 
 
+def test_actor_runs_the_local_batch_code_from_the_drivers_folder(tmp_path, monkeypatch):
+    """The actor without a cluster: relative paths resolve against the driver's folder; bad files become records."""
+    from explainer.pipeline import PipelineOptions
+    from explainer.scale.engine import ExplainActor
+
+    make_images(tmp_path / "in", 2)
+    (tmp_path / "in" / "3.png").write_text("not an image")
+    monkeypatch.chdir(tmp_path / "in")  # restored after the test; the actor moves to the driver's folder
+    actor = ExplainActor(PipelineOptions(use_vlm=False), with_artifacts=True, cwd=str(tmp_path))
+    out = actor({"path": np.array(["in/1.png", "in/3.png", "in/2.png"])})
+    assert out["path"] == ["in/1.png", "in/3.png", "in/2.png"]
+    reports = [decode_record(r) for r in out["record"]]
+    assert [r.file for r in reports] == out["path"]  # the file as the user gave it, as the local engine writes it
+    assert reports[0].error is None and reports[0].sr_method and reports[0].questions  # probes ran
+    assert reports[1].error and "3.png: not an image" in reports[1].error
+    assert set(decode_artifacts(out["artifacts"][0])) >= {"sr", "boxed", "mask"}
+    assert "--no-vlm" in " ".join(json.loads(out["notes"][0])) and out["notes"][1:] == ["[]", "[]"]
+    assert json.loads(actor({"path": np.array(["in/2.png"])})["notes"][0]) == []  # load notes travel once
+
+
 @pytest.mark.parametrize("n,workers,batch,blocks,per_call", [
     (16, 2, 32, 8, 2),      # a small folder is still spread over both actors
     (3, 4, 32, 3, 1),       # never more blocks than images
