@@ -8,6 +8,7 @@ file (``--config`` or ``EXPLAIN_CONFIG``), and the defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -150,27 +151,30 @@ def run_explain(args: argparse.Namespace) -> int:
 
         settings = RaySettings(address=args.ray_address, workers=args.workers, worker_cpus=args.worker_cpus,
                                worker_gpus=args.worker_gpus, batch_size=args.batch_size, verbose=args.debug)
-        reports = explain_on_ray(todo, options, settings, with_artifacts=pages is not None, on_note=on_note)
+        stream = explain_on_ray(todo, options, settings, with_artifacts=pages is not None, on_note=on_note)
+        report_batches = ([report] for report in stream)  # reports come back one by one, as they finish
     else:
         pipeline = Pipeline.load(options, on_note=on_note)
-        reports = (r for batch in batched(todo, args.batch_size) for r in _explain_batch(pipeline, batch, args.debug))
+        stream = report_batches = (_explain_batch(pipeline, batch, args.debug) for batch in batched(todo, args.batch_size))
     failures: list[ImageReport] = []
     from rich.progress import Progress
 
-    with Progress(console=err, transient=True, disable=len(todo) < 2) as progress:
+    # closing(): a Ray run's cluster is shut down at once if writing a result fails
+    with Progress(console=err, transient=True, disable=len(todo) < 2) as progress, contextlib.closing(stream):
         task = progress.add_task("explaining", total=len(todo))
-        for report in reports:
-            if report.error:
-                failures.append(report)
-            if log:
-                log.append(report)
-            if pages:
-                pages.add(report)
-            if args.json:
-                print(json.dumps(report.to_dict()), flush=True)
-            elif not report.error:
-                out.print(render_report(report))
-            progress.advance(task)
+        for batch in report_batches:
+            for report in batch:
+                if report.error:
+                    failures.append(report)
+                if log:
+                    log.append(report)
+                if pages:
+                    pages.add(report)
+                if args.json:
+                    print(json.dumps(report.to_dict()), flush=True)
+                elif not report.error:
+                    out.print(render_report(report))
+                progress.advance(task)
     if log:
         task1, task2 = write_challenge_files(log)
         err.print(f"wrote {task1}, {task2} and {log.path}")
