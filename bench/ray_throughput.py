@@ -86,7 +86,8 @@ def run_once(label: str, workers: int | None, cmd: list[str], results: Path, n: 
 
 def markdown(runs: list[Run]) -> str:
     local = next((r for r in runs if r.engine == "local"), None)
-    rows = ["| engine | images | wall s | first record s | images/s end to end | × local | images/s steady | × local |",
+    rows = ["| engine | images | wall s | first record s | images/s end to end | × local | images/s steady "
+            "| × local |",
             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         ratio = f"{r.images_per_s / local.images_per_s:.2f}" if local else ""

@@ -65,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="step limit of one walk (default 2000)")
     p.add_argument("--engine", choices=("local", "ray"), help="local (default): this process; ray: a Ray cluster")
     p.add_argument("--ray-address", metavar="ADDR",
-                   help="with --engine ray: auto, ray://HOST:10001 or HOST:PORT (default: a local cluster on 127.0.0.1)")
-    p.add_argument("--workers", type=int, metavar="N", help="with --engine ray: actors, each loading the models once (default 2)")
+                   help="with --engine ray: auto, ray://HOST:10001 or HOST:PORT (default: a local cluster, 127.0.0.1)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --engine ray: actors, each loading the models once (default 2)")
     p.add_argument("--worker-cpus", type=float, metavar="C",
-                   help="with --engine ray: CPUs per actor, fractions allowed (default: the cluster's CPUs shared, at most 1)")
-    p.add_argument("--worker-gpus", type=float, metavar="G", help="with --engine ray: GPUs per actor, fractions allowed (default 0)")
+                   help="with --engine ray: CPUs per actor, fractions allowed (default: the CPUs shared, at most 1)")
+    p.add_argument("--worker-gpus", type=float, metavar="G",
+                   help="with --engine ray: GPUs per actor, fractions allowed (default 0)")
     p.add_argument("--config", metavar="FILE", help="YAML file of settings (keys as the long options)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -104,7 +106,8 @@ def _resolve_settings(args: argparse.Namespace) -> None:
             try:
                 value = kind(value)
             except (TypeError, ValueError):
-                raise UsageError(f"{source}: must be {'an integer' if kind is int else 'a number'}, not {value!r}") from None
+                what = "an integer" if kind is int else "a number"
+                raise UsageError(f"{source}: must be {what}, not {value!r}") from None
         setattr(args, name, value)
     if args.obj is None and config.get("class"):
         args.obj = str(config["class"])
@@ -155,7 +158,8 @@ def run_explain(args: argparse.Namespace) -> int:
         report_batches = ([report] for report in stream)  # reports come back one by one, as they finish
     else:
         pipeline = Pipeline.load(options, on_note=on_note)
-        stream = report_batches = (_explain_batch(pipeline, batch, args.debug) for batch in batched(todo, args.batch_size))
+        stream = report_batches = (_explain_batch(pipeline, batch, args.debug)
+                                   for batch in batched(todo, args.batch_size))
     failures: list[ImageReport] = []
     from rich.progress import Progress
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -46,6 +47,28 @@ def import_ray():
     return ray
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address nothing answers at: Ray itself would retry connecting to it for ever."""
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            target = canonicalize_bootstrap_address_or_die("auto")
+        except ConnectionError as exc:
+            raise UsageError(f"--ray-address auto: {str(exc).splitlines()[0]}; start one with `ray start --head`") \
+                from None
+        except Exception:  # a Ray without this helper: let ray.init find the cluster
+            return
+    host, _, port = target.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--ray-address {address}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"--ray-address {address}: nothing answers at {host}:{port} ({exc.strerror or exc})") from None
+
+
 def _keep_to_loopback(ray) -> None:
     os.environ[_SINGLE_MACHINE_ENV] = "0"
     from ray._private import ray_constants
@@ -64,11 +87,13 @@ def _allow_cluster(ray, previous: str | None) -> None:
 
 
 @contextmanager
-def ray_cluster(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> Iterator[ClusterInfo]:
+def ray_cluster(address: str | None = None, num_cpus: int | None = None,
+                verbose: bool = False) -> Iterator[ClusterInfo]:
     """Connected to Ray for the duration of the block; a cluster started here is shut down after it."""
     ray = import_ray()
     if ray.is_initialized():
-        raise UsageError("Ray is already initialised in this process; explain connects to Ray itself (use --ray-address)")
+        raise UsageError("Ray is already initialised in this process; explain connects to Ray itself "
+                         "(use --ray-address)")
     previous = os.environ.get(_SINGLE_MACHINE_ENV)
     common = dict(logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose,
                   namespace="explainer")
@@ -81,10 +106,12 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None, verbose
             if node_ip != LOOPBACK:  # a Ray that no longer honours the setting: refuse rather than expose ports
                 raise RuntimeError(f"the local Ray cluster came up on {node_ip}, not {LOOPBACK}; refusing to run on it")
         else:
+            check_reachable(address)
             ray.init(address=address, **common)
     except ConnectionError as exc:
         _shutdown(ray, started_here, previous)
-        raise UsageError(f"--ray-address {address}: cannot connect to a Ray cluster: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"--ray-address {address}: cannot connect to a Ray cluster: {reason}") from None
     except BaseException:
         _shutdown(ray, started_here, previous)
         raise

@@ -75,6 +75,19 @@ class ExplainActor:
                 "notes": [notes] + ["[]"] * (len(reports) - 1)}
 
 
+def actor_env(options: PipelineOptions) -> dict | None:
+    """With ``--vlm-server``, the API key the driver has, for actors on nodes that do not.
+
+    The key travels in the actors' runtime environment, which the cluster's
+    administrators can read (as they can read the actors' memory anyway).
+    """
+    server = getattr(options, "server", None)
+    if server is None:
+        return None
+    name = getattr(server, "api_key_env", None) or "OPENAI_API_KEY"
+    return {"env_vars": {name: os.environ[name]}} if os.environ.get(name) else None
+
+
 def actor_cpus(settings: RaySettings, cluster: ClusterInfo) -> float:
     """Per-actor CPUs. Whole CPUs for every actor can starve Ray Data's own tasks and hang the run, so by
     default the actors share the cluster's CPUs with a share left over, and never ask for more than one each."""
@@ -126,7 +139,8 @@ def explain_on_ray(paths: list[Path], options: PipelineOptions, settings: RaySet
             fn=ExplainActor,
             fn_constructor_kwargs={"options": options, "with_artifacts": with_artifacts, "cwd": os.getcwd()},
             batch_size=per_call, batch_format="numpy", compute=pool, num_cpus=cpus,
-            num_gpus=settings.worker_gpus or None), settings.max_task_retries, on_note)
+            num_gpus=settings.worker_gpus or None, runtime_env=actor_env(options)),
+            settings.max_task_retries, on_note)
         seen: set[str] = set()
         told: set[str] = set()
         try:

@@ -95,6 +95,24 @@ def test_plan_blocks(n, workers, batch, blocks, per_call):
     assert plan_blocks(n, RaySettings(workers=workers, batch_size=batch)) == (blocks, per_call)
 
 
+def test_a_served_vlms_key_travels_to_the_actors_and_nothing_else_does(monkeypatch):
+    from types import SimpleNamespace
+
+    from explainer.pipeline import PipelineOptions
+    from explainer.scale.engine import actor_env
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-default")
+    monkeypatch.setenv("MY_KEY", "sk-mine")
+    assert actor_env(PipelineOptions()) is None  # an in-process VLM needs no key
+    options = PipelineOptions()
+    options.server = SimpleNamespace(api_key_env=None)
+    assert actor_env(options) == {"env_vars": {"OPENAI_API_KEY": "sk-default"}}
+    options.server = SimpleNamespace(api_key_env="MY_KEY")
+    assert actor_env(options) == {"env_vars": {"MY_KEY": "sk-mine"}}
+    monkeypatch.delenv("MY_KEY")
+    assert actor_env(options) is None  # no key on the driver: the actors look in their own environment
+
+
 def test_actor_cpus_leave_room_for_ray_data():
     cluster = ClusterInfo(address="local", cpus=2, gpus=0, started_here=True)
     assert actor_cpus(RaySettings(workers=2), cluster) == pytest.approx(0.667)
@@ -130,6 +148,26 @@ def test_engine_from_the_environment_is_checked(tmp_path, capsys, monkeypatch):
     assert "engine must be 'local' or 'ray'" in capsys.readouterr().err
 
 
+def test_an_address_nothing_answers_at_is_refused_at_once(tmp_path, capsys):
+    """Ray would retry a dead address for ever; explain says so in one line (checked before ray.init)."""
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = make_images(tmp_path / "in", 1)
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        assert main([str(folder), "--no-vlm", "--engine", "ray", "--ray-address", address]) == 2
+        err = capsys.readouterr().err
+        assert f"--ray-address {address}: nothing answers at 127.0.0.1:{port}" in err
+    assert main([str(folder), "--no-vlm", "--engine", "ray", "--ray-address", "headnode"]) == 2
+    assert "expected auto, ray://HOST:PORT or HOST:PORT" in capsys.readouterr().err
+    import ray
+
+    assert not ray.is_initialized()
+
+
 def test_without_ray_installed_says_how_to_get_it(tmp_path, capsys, monkeypatch):
     folder = make_images(tmp_path / "in", 1)
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as on an install without [ray]
@@ -158,7 +196,8 @@ def test_bench_times_a_run_by_its_records(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("ray_throughput", Path(__file__).parents[2] / "bench" / "ray_throughput.py")
+    script = Path(__file__).parents[2] / "bench" / "ray_throughput.py"
+    spec = importlib.util.spec_from_file_location("ray_throughput", script)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "ray_throughput", bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)
