@@ -19,20 +19,6 @@ from explainer.cli import main
 from explainer.trees import builtin_catalogue
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    import torch
-
-    from detectors.classifier import ClassifierConfig, build_classifier, save_classifier
-    from explainer.testing import build_tiny_vlm
-
-    root = tmp_path_factory.mktemp("models")
-    vlm = build_tiny_vlm("idefics3", root / "vlm")
-    torch.manual_seed(0)
-    det = save_classifier(root / "det", build_classifier(ClassifierConfig(backbone="tiny_cnn"))).parent
-    return vlm, det
-
-
 def _images(folder: Path, n: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)

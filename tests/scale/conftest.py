@@ -1,4 +1,4 @@
-"""Fixtures of the Ray tests: tiny offline models, and leaving no process of ours behind."""
+"""Fixtures of the Ray tests: leaving no process of ours behind (the tiny models come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,6 @@ import sys
 import pytest
 
 from scale_helpers import kill_pids, our_descendants
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    import torch
-
-    from detectors.classifier import ClassifierConfig, build_classifier, save_classifier
-    from explainer.testing import build_tiny_vlm
-
-    root = tmp_path_factory.mktemp("scale-models")
-    vlm = build_tiny_vlm("idefics3", root / "vlm")
-    torch.manual_seed(0)
-    det = save_classifier(root / "det", build_classifier(ClassifierConfig(backbone="tiny_cnn"))).parent
-    return vlm, det
 
 
 @pytest.fixture
