@@ -17,8 +17,8 @@ from typing import Any, Iterable, Mapping
 import networkx as nx
 from jinja2 import TemplateError, TemplateSyntaxError
 
-from explainer.trees.catalogue import Catalogue, builtin_catalogue, load_catalogue
-from explainer.trees.parse import parse_tree
+from explainer.trees.catalogue import Catalogue, builtin_catalogue
+from explainer.trees.parse import parse_tree, with_include_chain
 from explainer.trees.problems import Problem, TreeError, format_path
 from explainer.trees.spec import NodeSpec, Target, TreeSpec, Where
 from explainer.trees.templates import RUNTIME_VARS, compile_template, undeclared_variables
@@ -283,7 +283,7 @@ class _Checker:
                     continue
                 for node_id in target.ids:
                     if node_id in self.spec.nodes:
-                        g.add_edge(node.id, node_id, kind=kind, label=label, mode=target.mode)
+                        g.add_edge(node.id, node_id, kind=kind, label=label, mode=target.mode, where=target.where)
         return g
 
     def check_structure(self, g: nx.DiGraph) -> bool:
@@ -296,12 +296,15 @@ class _Checker:
             start = None
         acyclic = True
         for comp in nx.strongly_connected_components(g):
-            if len(comp) > 1 or any(g.has_edge(n, n) for n in comp):
-                acyclic = False
-                order = sorted(comp, key=lambda n: (self.spec.nodes[n].where.file, self.spec.nodes[n].where.line))
-                cycle = nx.find_cycle(g.subgraph(comp), source=order[0])
-                path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
-                self.bad(self.spec.nodes[order[0]].where, f"cycle: {path}")
+            if len(comp) == 1 and not g.has_edge(next(iter(comp)), next(iter(comp))):
+                continue
+            acyclic = False
+            # Start from the node defined first: the edge that comes back to it is the one that closes the cycle.
+            order = sorted(comp, key=lambda n: (self.spec.nodes[n].where.file, self.spec.nodes[n].where.line))
+            cycle = nx.find_cycle(g.subgraph(comp), source=order[0])
+            path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
+            closing = g.edges[cycle[-1][0], cycle[-1][1]]["where"]
+            self.bad(closing, f"cycle: {path} (this branch closes it)")
         if start is not None and not self.spec.broken and not self.spec.incomplete:
             reachable = nx.descendants(g, start) | {start}
             for node in self.spec.nodes.values():
@@ -408,11 +411,7 @@ class _Checker:
 def compile_spec(spec: TreeSpec, catalogue: Catalogue | None = None) -> CompiledTree:
     problems: list[Problem] = []
     if catalogue is None:
-        try:
-            catalogue = load_catalogue(spec.catalogue_path) if spec.catalogue_path else builtin_catalogue()
-        except (OSError, ValueError) as exc:
-            w = spec.where.get("catalogue", Where(spec.file, 1, ("catalogue",)))
-            raise TreeError([Problem(w.file, w.line, "catalogue", f"cannot load catalogue: {exc}")]) from None
+        catalogue = spec.catalogue or builtin_catalogue()
     checker = _Checker(spec, catalogue)
     groups = checker.expand_groups()
     for node in spec.nodes.values():
@@ -423,7 +422,7 @@ def compile_spec(spec: TreeSpec, catalogue: Catalogue | None = None) -> Compiled
     templates = checker.check_templates(graph, acyclic)
     problems.extend(checker.problems)
     if problems:
-        raise TreeError(problems)
+        raise TreeError(with_include_chain(problems, spec.included_from))
     applies = {}
     for node in spec.nodes.values():
         if node.applies_to is None:
@@ -436,9 +435,13 @@ def compile_spec(spec: TreeSpec, catalogue: Catalogue | None = None) -> Compiled
     return CompiledTree(spec, graph, catalogue, templates, groups, applies)
 
 
-def compile_tree(path: str | Path, catalogue: Catalogue | None = None) -> CompiledTree:
-    """Parse, validate and compile a tree file. Raises :class:`TreeError` listing every problem."""
-    spec, problems = parse_tree(path)
+def compile_tree(path: str | Path, catalogue: Catalogue | None = None,
+                 include_paths: tuple[str | Path, ...] = ()) -> CompiledTree:
+    """Parse, validate and compile a tree file. Raises :class:`TreeError` listing every problem.
+
+    ``include_paths``: folders besides the tree's own that its includes and catalogue file may come from.
+    """
+    spec, problems = parse_tree(path, include_paths=include_paths)
     if spec is None or problems:
         # Reference checks on a half-parsed tree still find real problems; run
         # them so the author sees everything in one go.

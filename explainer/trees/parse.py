@@ -10,13 +10,14 @@ import difflib
 from pathlib import Path
 from typing import Any
 
+from explainer.trees.catalogue import Catalogue, catalogue_from_value
 from explainer.trees.problems import Problem, format_path
 from explainer.trees.spec import FollowUpSpec, NodeSpec, Target, TreeSpec, Where
 from explainer.trees.yaml_source import YamlDocument, load_yaml
 
 TOP_KEYS = {
     "tree": str, "description": str, "version": int, "include": list, "classes": list,
-    "groups": dict, "vars": dict, "defaults": dict, "start": str, "nodes": dict, "catalogue": str,
+    "groups": dict, "vars": dict, "defaults": dict, "start": str, "nodes": dict, "catalogue": (str, list, dict),
     "inputs": list, "preamble": str,
 }
 DEFAULT_KEYS = {"threshold": (int, float)}
@@ -38,8 +39,14 @@ _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a mapp
 
 def _type_name(t: Any) -> str:
     if isinstance(t, tuple):
-        return "a number"
+        return "a number" if set(t) <= {int, float} else " or ".join(_TYPE_NAMES.get(x, x.__name__) for x in t)
     return _TYPE_NAMES.get(t, t.__name__)
+
+
+def _shown(value: Any) -> str:
+    """A value's type and a short form of it, for messages (never a whole file's worth)."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
 def _did_you_mean(word: str, choices: set[str] | list[str]) -> str:
@@ -60,22 +67,27 @@ class _FileParser:
     def bad(self, path: tuple, message: str) -> None:
         self.problems.append(self.doc.problem(path, message))
 
+    def bad_value(self, path: tuple, message: str) -> None:
+        """A problem with the value itself (its type): reported where the value is, not at its key."""
+        self.problems.append(Problem(self.doc.file, self.doc.value_line(path), format_path(path), message))
+
     def check_type(self, value: Any, expected: Any, path: tuple) -> bool:
         if isinstance(value, bool) or not isinstance(value, expected):
-            self.bad(path, f"must be {_type_name(expected)}, not {type(value).__name__} {value!r}")
+            self.bad_value(path, f"must be {_type_name(expected)}, not {_shown(value)}")
             return False
         return True
 
-    def string_list(self, value: Any, path: tuple) -> tuple[str, ...] | None:
-        if isinstance(value, str):
+    def string_list(self, value: Any, path: tuple, single: bool = True) -> tuple[str, ...] | None:
+        """A list of strings; with ``single``, one bare string stands for a list of one."""
+        if isinstance(value, str) and single:
             return (value,)
         if not isinstance(value, list):
-            self.bad(path, f"must be a list of strings, not {type(value).__name__}")
+            self.bad_value(path, f"must be a list of strings, not {_shown(value)}")
             return None
         ok = True
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.bad(path + (i,), f"must be a string, not {type(item).__name__} {item!r}")
+                self.bad_value(path + (i,), f"must be a string, not {_shown(item)}")
                 ok = False
         return tuple(value) if ok else None
 
@@ -127,7 +139,7 @@ class _FileParser:
                 self.bad(path + ("at_least_one",), "'at_least_one' needs at least one node id")
                 return None
             return Target(ids, "at_least_one", where)
-        self.bad(path, f"a branch is a node id, a list of node ids or {{at_least_one: [...]}}, not {type(value).__name__} {value!r}")
+        self.bad_value(path, f"a branch is a node id, a list of node ids or {{at_least_one: [...]}}, not {_shown(value)}")
         return None
 
     # -- nodes -------------------------------------------------------------
@@ -137,7 +149,7 @@ class _FileParser:
             self.bad(path, f"node id {node_id!r} must be letters, digits, '_', '-' or '.'")
             return None
         if not isinstance(body, dict):
-            self.bad(path, f"a node must be a mapping, not {type(body).__name__} {body!r}")
+            self.bad_value(path, f"a node must be a mapping, not {_shown(body)}")
             return None
         kinds = [k for k in KIND_KEYS if k in body]
         # An ask or probe node may carry an inline artifact; any other pair is ambiguous.
@@ -175,7 +187,7 @@ class _FileParser:
         if "set" in body and self.check_type(body["set"], dict, path + ("set",)):
             for var, value in body["set"].items():
                 if not isinstance(value, str):
-                    self.bad(path + ("set", var), f"must be a string, not {type(value).__name__} {value!r}")
+                    self.bad_value(path + ("set", var), f"must be a string, not {_shown(value)}")
                 else:
                     node.set[str(var)] = value
 
@@ -260,11 +272,12 @@ class _FileParser:
             var = "detail"
         withdraw = value.get("withdraw", "none")
         if not isinstance(withdraw, str):
-            self.bad(path + ("withdraw",), f"must be a string, not {withdraw!r}")
+            self.bad_value(path + ("withdraw",), f"must be a string, not {_shown(withdraw)}")
             withdraw = "none"
         allowed = None
         if "allowed" in value:
-            allowed = self.string_list(value["allowed"], path + ("allowed",))
+            # a bare string would be matched character by character: it must be a list
+            allowed = self.string_list(value["allowed"], path + ("allowed",), single=False)
             if allowed is not None:
                 allowed = tuple(dict.fromkeys(a.lower() for a in allowed))
         if prompt is None:
@@ -330,8 +343,37 @@ def _merge_named(into: dict, key: str, items: dict, parser: _FileParser, origin:
         origin.setdefault(name, parser.where(where_path + (name,)))
 
 
-def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[TreeSpec | None, list[Problem]]:
-    """Parse a tree file and everything it includes. Returns the spec (None if unusable) and problems."""
+def _inside(base: Path, name: str, roots: tuple[Path, ...], bad, what: str) -> Path | None:
+    """``name`` resolved against ``base`` (then each include root), if it lands inside one of ``roots``.
+
+    Nothing outside the roots is opened, and a refused file's content is never shown.
+    """
+    candidates = [(base / name).resolve()] + [(r / name).resolve() for r in roots[1:]]
+    allowed = [c for c in candidates if any(c.is_relative_to(r) for r in roots)]
+    if not allowed:
+        bad(f"{what} '{name}' is outside the tree's folder {roots[0]}"
+            + (f" and the --include-path folders" if len(roots) > 1 else "")
+            + "; files are read only there (add a folder with --include-path)")
+        return None
+    for c in allowed:
+        if c.exists():
+            return c
+    bad(f"{what} '{name}' not found")
+    return None
+
+
+def with_include_chain(problems: list[Problem], included_from: dict[str, str]) -> list[Problem]:
+    """Problems in included files also say which include line(s) led there."""
+    return [Problem(p.file, p.line, p.path, f"{p.message} (included from {included_from[p.file]})")
+            if p.file in included_from and "(included from" not in p.message else p for p in problems]
+
+
+def parse_tree(path: str | Path, *, display_root: Path | None = None,
+               include_paths: tuple[str | Path, ...] = ()) -> tuple[TreeSpec | None, list[Problem]]:
+    """Parse a tree file and everything it includes. Returns the spec (None if unusable) and problems.
+
+    Includes and a catalogue file resolve inside the tree's folder, or inside one of ``include_paths``.
+    """
     problems: list[Problem] = []
     main = Path(path)
 
@@ -353,15 +395,20 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
     top_where: dict[str, Where] = {}
     threshold = 0.5
     broken: set[str] = set()
+    fatal: set[str] = set()  # files that could not be read or built
+    _catalogue_parsers: list[_FileParser] = []  # the main file's parser (its doc locates the catalogue's lines)
 
     def visit(file: Path, chain: tuple[Path, ...], is_main: bool) -> None:
         nonlocal threshold, top_main
         doc = load_yaml(file, shown(file))
         problems.extend(doc.problems)
+        if doc.fatal:
+            fatal.add(doc.file)
         files.append(doc.file)
         parser = _FileParser(doc, problems)
         top = parser.top()
         if is_main:
+            _catalogue_parsers.append(parser)
             top_main = top
             top_where.update({k: parser.where((k,)) for k in top})
         else:
@@ -390,7 +437,7 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
             if not str(name).isidentifier():
                 parser.bad(("vars", name), f"variable name {name!r} must be an identifier")
             elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                parser.bad(("vars", name), f"must be a string or number, not {type(value).__name__}")
+                parser.bad_value(("vars", name), f"must be a string or number, not {_shown(value)}")
             else:
                 parsed_vars[str(name)] = str(value)
         _merge_named(variables, "vars", parsed_vars, parser, var_origin, ("vars",))
@@ -409,24 +456,30 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
                     parser.bad(("defaults", key), f"must be between 0 and 1 (exclusive), not {value}")
                 else:
                     threshold = float(value)
+        if "catalogue" in top and not is_main:
+            parser.bad(("catalogue",), "'catalogue' belongs in the main tree file: an included file cannot change "
+                                       "the catalogue of the tree that includes it")
         for i, inc in enumerate(top.get("include", [])):
             ipath = ("include", i)
             if not isinstance(inc, str):
-                parser.bad(ipath, f"must be a file path, not {inc!r}")
+                parser.bad_value(ipath, f"must be a file path, not {_shown(inc)}")
                 continue
-            target = (file.parent / inc).resolve()
+            target = _inside(file.parent, inc, roots, lambda msg: parser.bad_value(ipath, msg), "included file")
+            if target is None:
+                continue
             if target in chain:
                 parser.bad(ipath, f"include cycle: {' -> '.join(shown(p) for p in chain + (target,))}")
                 continue
-            if not target.is_file():
-                parser.bad(ipath, f"included file '{inc}' not found")
-                continue
+            here = f"{doc.file}:{doc.line(ipath)}"
+            included_from.setdefault(shown(target), f"{here} <- {included_from[doc.file]}" if doc.file in included_from else here)
             visit(target, chain + (target,), False)
 
     root = main.resolve() if main.exists() else main
+    roots = (root.parent, *(Path(p).resolve() for p in include_paths))
+    included_from: dict[str, str] = {}  # included file -> the include line(s) that led to it
     visit(root, (root,), True)
-    if not files or (top_main == {} and any(p.file == shown(root) and p.path in ("(file)", "(yaml)") for p in problems)):
-        return None, problems
+    if not files or shown(root) in fatal:
+        return None, with_include_chain(problems, included_from)
     for name, where in [("nodes", None)]:
         if "nodes" not in top_main and not nodes:
             problems.append(Problem(shown(root), 1, "(top)", "missing key 'nodes'"))
@@ -440,6 +493,19 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
             inputs.append(name)
     if "classes" in top_main and not classes:
         problems.append(Problem(shown(root), top_where["classes"].line, "classes", "must list at least one class"))
+    catalogue = None
+    if "catalogue" in top_main:
+        main_doc_parser = _catalogue_parsers[0]
+
+        def resolve_file(name: str, path: tuple):
+            target = _inside(root.parent, name, roots, lambda msg: main_doc_parser.bad_value(path, msg), "catalogue file")
+            return (target, shown(target)) if target is not None else (None, None)
+
+        n_before = len(problems)
+        catalogue = catalogue_from_value(main_doc_parser.doc, top_main["catalogue"], ("catalogue",), problems,
+                                         shown(root), resolve_file=resolve_file)
+        if catalogue is None and len(problems) == n_before:
+            problems.append(Problem(shown(root), top_where["catalogue"].line, "catalogue", "cannot load the catalogue"))
     spec = TreeSpec(
         name=str(top_main.get("tree", Path(root).stem)),
         description=str(top_main.get("description", "")),
@@ -452,13 +518,14 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None) -> tuple[T
         inputs=tuple(inputs),
         threshold=threshold,
         nodes=nodes,
-        catalogue_path=(str((Path(root).parent / top_main["catalogue"]).resolve()) if "catalogue" in top_main else None),
+        catalogue=catalogue,
         files=tuple(files),
         where=top_where,
         broken=broken,
-        incomplete=any(p.path in ("(file)", "(yaml)") for p in problems),
+        incomplete=bool(fatal),
+        included_from=included_from,
     )
-    return spec, problems
+    return spec, with_include_chain(problems, included_from)
 
 
 __all__ = ["parse_tree", "format_path", "KIND_KEYS", "NODE_KEYS", "TOP_KEYS", "FOLLOW_UP_KEYS"]

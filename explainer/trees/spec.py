@@ -8,6 +8,10 @@ file and line it came from so later checks can point at it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from explainer.trees.catalogue import Catalogue
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,12 @@ class TreeSpec:
     inputs: tuple[str, ...]  # variables the caller must give every walk (e.g. obj)
     threshold: float
     nodes: dict[str, NodeSpec]
-    catalogue_path: str | None
+    catalogue: "Catalogue | None"  # None: the default catalogue
     files: tuple[str, ...]  # the main file and every included file
     where: dict[str, Where] = field(default_factory=dict)  # top-level keys
     # ids of nodes that failed to parse: references to them are not reported again
     broken: set[str] = field(default_factory=set)
     # a file failed to load: nodes it defines are unknown, so references are not checked
     incomplete: bool = False
+    # included file -> the include line(s) that led to it, for messages
+    included_from: dict[str, str] = field(default_factory=dict)
