@@ -37,8 +37,9 @@ from explainer.answerers.base import (
 from explainer.answerers.oracle import OracleAnswerer
 from explainer.engine import TreeRunner
 from explainer.trees import compile_tree
+from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX
 from explainer.trees.compiler import CompiledTree, default_tree_path
-from explainer.trees.stats import default_p, situations
+from explainer.stats.tree_cost import default_p, situations
 
 STRATEGIES: dict[str, tuple[str, str]] = {  # name -> (tree, VLM mode)
     "direct-naive": ("direct", "generate"),
@@ -241,7 +242,7 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n
         for i, (det, (facts, truth)) in enumerate(zip(detections, truths)):
             on_progress(f"{name}: image {i + 1}/{n_images}")
             answerer = OracleDriven(vlm, OracleAnswerer(truth, facts=facts)) if oracle else vlm
-            scope = {"roi": "the region inside the red box" if det.roi_box else "the whole image"}
+            scope = {"roi": ROI_WITH_BOX if det.roi_box else ROI_WITHOUT_BOX}
             _sync(device)
             t0 = time.perf_counter()
             walk = TreeRunner(trees[tree_name], answerer).run(ImageContext(image=det.boxed_image), scope=scope)

@@ -18,10 +18,9 @@ from explainer.errors import UsageError
 from explainer.images import LoadedImage, image_index
 from explainer.trees import compile_tree
 from explainer.trees.compiler import CompiledTree, default_tree_path
+from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX  # one wording for `explain` and `tree walk`
 
 STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
-ROI_WITH_BOX = "the region inside the red box"
-ROI_WITHOUT_BOX = "the whole image"
 
 
 @dataclass
@@ -41,6 +40,7 @@ class PipelineOptions:
     explain_with_vlm: bool = False  # a free sentence from the VLM per finding instead of the tree's template
     calibration: str | None = None  # a calibration YAML from `explain calibrate` (per-node P(yes) rescaling)
     ask_all: bool = False  # also ask (and record) the questions the gates skipped
+    include_paths: tuple[str, ...] = ()  # folders besides the tree's own that its includes may come from
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Pipeline:
     def __init__(self, options: PipelineOptions, answerer: Answerer | None = None, vlm_note: str | None = None,
                  tree: CompiledTree | None = None) -> None:
         self.options = options
-        self.tree = tree or compile_tree(tree_path_for(options))
+        self.tree = tree or compile_tree(tree_path_for(options), include_paths=options.include_paths)
         from detectors import DetectorStage
         from masks import MaskPredictor
 
@@ -104,7 +104,7 @@ class Pipeline:
     @classmethod
     def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":
         """Load every stage. An explicit --vlm that fails is a usage error; the default model may be missing."""
-        tree = compile_tree(tree_path_for(options))  # refuse a bad tree before loading any model
+        tree = compile_tree(tree_path_for(options), include_paths=options.include_paths)  # refuse a bad tree before loading any model
         if options.calibration:  # and a calibration file that does not fit it
             from explainer.quality.calibration import load_calibration
 

@@ -11,7 +11,7 @@ from explainer.answerers.oracle import OracleAnswerer
 from explainer.engine import TreeRunner
 from explainer.trees import builtin_catalogue
 from explainer.trees.compiler import default_tree_path
-from explainer.trees.stats import situations, tree_stats
+from explainer.stats.tree_cost import situations, tree_stats
 
 from pathlib import Path
 

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
     p.add_argument("--tree", help="question tree YAML (default: the shipped tree of --strategy)")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="a folder the tree's include: and catalogue: files may also come from (repeatable; "
+                        "by default only the tree's own folder)")
     p.add_argument("--strategy", choices=("tree", "direct"), help="tree: the question tree; direct: all 70 artifacts")
     p.add_argument("--vlm", metavar="ID_OR_PATH", help="vision-language model: Hugging Face id or local folder")
     p.add_argument("--no-vlm", action="store_true", help="skip the VLM questions (detector and mask only)")
@@ -142,7 +145,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if log and len(todo) < len(paths):
         err.print(f"resuming: {len(paths) - len(todo)} image(s) already done in {args.out}")
     options = PipelineOptions(
-        tree=args.tree, strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
+        tree=args.tree, include_paths=tuple(args.include_path), strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
         sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps,
         explain_with_vlm=args.explain_with_vlm, calibration=args.calibration, ask_all=args.ask_all)
 

@@ -14,15 +14,21 @@ from explainer.outputs.tables import Table
 from explainer.errors import UsageError
 from explainer.trees import TreeError, compile_tree
 from explainer.trees.compiler import CompiledTree
+from explainer.trees.templates import ROI_WITHOUT_BOX
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _compile(path: str) -> CompiledTree:
+def _stdout() -> Console:
+    """The terminal's width on a terminal; piped output is not cut at 80 columns (the reader decides how to wrap)."""
+    return _out if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=100_000)
+
+
+def _compile(path: str, args: argparse.Namespace | None = None) -> CompiledTree:
     if not Path(path).exists():
         raise UsageError(f"{path}: file not found")
-    return compile_tree(path)
+    return compile_tree(path, include_paths=tuple(getattr(args, "include_path", None) or ()))
 
 
 def _print_tree_error(exc: TreeError) -> int:
@@ -38,7 +44,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     worst = 0
     for path in args.paths:
         try:
-            tree = _compile(path)
+            tree = _compile(path, args)
         except TreeError as exc:
             worst = max(worst, _print_tree_error(exc))
             continue
@@ -57,7 +63,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from explainer.trees.render import to_dot, to_mermaid, to_rich
 
     try:
-        tree = _compile(args.path)
+        tree = _compile(args.path, args)
     except TreeError as exc:
         return _print_tree_error(exc)
     if args.format == "mermaid":
@@ -65,7 +71,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.format == "dot":
         sys.stdout.write(to_dot(tree))
     else:
-        _out.print(to_rich(tree))
+        _stdout().print(to_rich(tree))
     return 0
 
 
@@ -76,11 +82,11 @@ def cmd_walk(args: argparse.Namespace) -> int:
     from explainer.engine import AnswerInferred, FindingMade, FindingWithdrawn, QuestionAnswered, TreeRunner
 
     try:
-        tree = _compile(args.path)
+        tree = _compile(args.path, args)
     except TreeError as exc:
         return _print_tree_error(exc)
     answerer = ScriptedAnswerer.from_file(args.answers) if args.answers else InteractiveAnswerer()
-    scope = {}
+    scope = {"roi": ROI_WITHOUT_BOX} if args.no_box else {}
     if args.obj:
         scope["obj"] = args.obj
     if args.region:
@@ -115,10 +121,10 @@ def cmd_walk(args: argparse.Namespace) -> int:
 
 # -- stats -----------------------------------------------------------------------------
 def cmd_stats(args: argparse.Namespace) -> int:
-    from explainer.trees.stats import load_priors, tree_stats
+    from explainer.stats.tree_cost import load_priors, tree_stats
 
     try:
-        tree = _compile(args.path)
+        tree = _compile(args.path, args)
     except TreeError as exc:
         return _print_tree_error(exc)
     if args.p_artifact is not None and not 0.0 < args.p_artifact < 1.0:
@@ -134,8 +140,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.markdown:
         print(table.markdown())
     else:
-        _out.print(table.rich())
-        _out.print(table.footer)
+        _stdout().print(table.rich())
+        _stdout().print(table.footer)
     return 0
 
 
@@ -149,11 +155,11 @@ def _stats_table(stats) -> Table:
     for c in stats.classes:
         table.add(c.name, c.artifacts_reachable, c.longest_path, f"{c.yes_no:.2f} ± {c.yes_no_se:.2f}",
                   f"{c.follow_ups:.2f}", f"{c.probes:.2f}", f"{c.rounds:.2f} / {c.max_rounds}", f"{c.entropy_bits:.2f}",
-                  f"{c.ratio_to_floor:.2f}")
+                  f"{c.ratio_to_floor:.2f}" if c.entropy_bits else "n/a")
     mean_q, mean_h = stats.mean("yes_no"), stats.mean("entropy_bits")
     table.add("mean", "", "", f"{mean_q:.2f}", f"{stats.mean('follow_ups'):.2f}", f"{stats.mean('probes'):.2f}",
               f"{stats.mean('rounds'):.2f} / {max(c.max_rounds for c in stats.classes)}", f"{mean_h:.2f}",
-              f"{mean_q / mean_h:.2f}", bold=True)
+              f"{mean_q / mean_h:.2f}" if mean_h else "n/a", bold=True)
     n = stats.direct_questions
     table.add("direct prompting", n, n, n, 0, 0, f"{n} / {n}", "", "")
     return table
@@ -165,14 +171,22 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _include_path(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="a folder the tree's include: and catalogue: files may also come from (repeatable; "
+                        "by default only the tree's own folder)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check trees; exit 0 when valid, 2 with every problem otherwise")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    _include_path(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("show", help="print a tree (rich text, Mermaid or Graphviz dot)")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--format", choices=("text", "mermaid", "dot"), default="text")
+    _include_path(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("walk", help="walk a tree with scripted or interactive answers")
@@ -183,7 +197,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="obj", metavar="NAME", help="the image's class (skips the class question)")
     p.add_argument("--region", metavar="NAME", help="the region (skips the region question)")
     p.add_argument("--max-steps", type=int, default=2000, help="stop a runaway walk after this many nodes")
+    p.add_argument("--no-box", action="store_true",
+                   help="render {{ roi }} as explain does when the detector drew no box (default: as with a box)")
     p.add_argument("--json", action="store_true", help="print the full event trace as JSON")
+    _include_path(p)
     p.set_defaults(func=cmd_walk)
 
     p = sub.add_parser("stats", help="questions, follow-ups and rounds per image, beside the entropy floor")
@@ -195,6 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (for READMEs)")
+    _include_path(p)
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the tree language (for editors)")

@@ -93,25 +93,42 @@ class CompiledTree:
         return frozenset(found)
 
     def _leads_from(self, node_id: str, key: ScopeKey) -> frozenset[str]:
+        """Memoised, iterative post-order walk: a 20,000-node chain must not hit Python's recursion limit."""
         memo = self._cache.setdefault("leads", {})
         hit = memo.get((node_id, key))
         if hit is not None:
             return hit
-        memo[(node_id, key)] = frozenset()  # guards against cycles in unvalidated use
-        scope = dict(key)
-        node = self.spec.nodes[node_id]
-        out: set[str] = set()
-        if self.applies(node_id, scope):
-            scope.update(node.set)
-            for child_ids, child_scope in self._successors_all(node, scope):
-                child_key = scope_key(child_scope)
-                for child in child_ids:
-                    out |= self._leads_from(child, child_key)
-            if node.artifact:
+        children: dict[tuple[str, ScopeKey], list[tuple[str, ScopeKey]]] = {}
+        open_: set[tuple[str, ScopeKey]] = set()  # on the current path: guards against cycles in unvalidated use
+        stack = [(node_id, key)]
+        while stack:
+            item = stack[-1]
+            if item in memo:
+                stack.pop()
+                continue
+            nid, k = item
+            node = self.spec.nodes[nid]
+            if item not in children:
+                scope = dict(k)
+                kids: list[tuple[str, ScopeKey]] = []
+                if self.applies(nid, scope):
+                    scope.update(node.set)
+                    for child_ids, child_scope in self._successors_all(node, scope):
+                        child_key = scope_key(child_scope)
+                        kids.extend((c, child_key) for c in child_ids)
+                children[item] = kids
+                open_.add(item)
+                stack.extend(kid for kid in kids if kid not in memo and kid not in open_)
+                continue
+            stack.pop()
+            open_.discard(item)
+            out: set[str] = set()
+            for kid in children.pop(item):
+                out |= memo.get(kid, frozenset())
+            if node.artifact and self.applies(nid, dict(k)):
                 out.add(node.artifact)
-        result = frozenset(out)
-        memo[(node_id, key)] = result
-        return result
+            memo[item] = frozenset(out)
+        return memo[(node_id, key)]
 
     def _successors_all(self, node: NodeSpec, scope: dict) -> list[tuple[tuple[str, ...], dict]]:
         """Every way out of ``node`` for ``scope`` (both answers, every unbound option)."""
@@ -194,6 +211,9 @@ class _Checker:
         return f" (did you mean '{close[0]}'?)" if close else ""
 
     # groups and classes --------------------------------------------------
+    def group_where(self, name: str) -> Where:
+        return self.spec.group_where.get(name, Where(self.spec.file, 1, ("groups", name)))
+
     def expand_groups(self) -> dict[str, frozenset[str]]:
         classes = set(self.spec.classes)
         out: dict[str, frozenset[str]] = {}
@@ -207,18 +227,18 @@ class _Checker:
                     members.add(member)
                 elif member in self.spec.groups:
                     if member in chain:
-                        self.bad(Where(self.spec.file, 1, ("groups", name)), f"group '{name}' contains itself through '{member}'")
+                        self.bad(self.group_where(name), f"group '{name}' contains itself through '{member}'")
                         continue
                     members |= expand(member, chain + (member,))
                 else:
-                    self.bad(Where(self.spec.file, 1, ("groups", name)),
+                    self.bad(self.group_where(name),
                              f"'{member}' is neither a class nor a group{self._suggest(member, classes | set(self.spec.groups))}")
             out[name] = frozenset(members)
             return out[name]
 
         for name in self.spec.groups:
             if name in classes:
-                self.bad(Where(self.spec.file, 1, ("groups", name)), f"group '{name}' has the same name as a class")
+                self.bad(self.group_where(name), f"group '{name}' has the same name as a class")
             expand(name, (name,))
         return out
 

@@ -356,8 +356,11 @@ def _inside(base: Path, name: str, roots: tuple[Path, ...], bad, what: str) -> P
             + "; files are read only there (add a folder with --include-path)")
         return None
     for c in allowed:
-        if c.exists():
+        if c.is_file():
             return c
+        if c.exists():  # a folder, FIFO or device: never opened
+            bad(f"{what} '{name}' is not a regular file")
+            return None
     bad(f"{what} '{name}' not found")
     return None
 
@@ -480,9 +483,8 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None,
     visit(root, (root,), True)
     if not files or shown(root) in fatal:
         return None, with_include_chain(problems, included_from)
-    for name, where in [("nodes", None)]:
-        if "nodes" not in top_main and not nodes:
-            problems.append(Problem(shown(root), 1, "(top)", "missing key 'nodes'"))
+    if "nodes" not in top_main and not nodes and not any(p.path == "nodes" for p in problems):
+        problems.append(Problem(shown(root), 1, "(top)", "missing key 'nodes'"))
     if "start" not in top_main:
         problems.append(Problem(shown(root), 1, "(top)", "missing key 'start' (the id of the first node)"))
     inputs: list[str] = []
@@ -514,6 +516,7 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None,
         start=top_main.get("start"),
         classes=tuple(classes),
         groups=groups,
+        group_where=group_origin,
         vars=variables,
         inputs=tuple(inputs),
         threshold=threshold,

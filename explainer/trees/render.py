@@ -28,29 +28,36 @@ def _title(tree: CompiledTree, node_id: str) -> str:
     return f"[{node.artifact}]"
 
 
+MAX_SHOWN_DEPTH = 200  # deeper levels are cut (rich indents every level): use --format mermaid or dot
+
+
 def to_rich(tree: CompiledTree) -> RichTree:
     """Nested view from the start node; a node shown once is referenced after that (the graph is a DAG)."""
     root = RichTree(f"[bold]{tree.name}[/] ({len(tree.spec.nodes)} nodes, {len(tree.artifacts())} artifacts)")
     shown: set[str] = set()
-
-    def add(parent: RichTree, node_id: str, via: str) -> None:
+    styles = {"ask": "", "choose": "cyan", "switch": "magenta", "all": "bold", "artifact": "green", "probe": "blue"}
+    stack: list[tuple[RichTree, str, str, int]] = [(root, tree.start, "", 0)]  # iterative: long chains do not recurse
+    while stack:
+        parent, node_id, via, depth = stack.pop()
         node = tree.node(node_id)
         prefix = f"[dim]{via}[/] " if via else ""
         extra = f" [dim](only {', '.join(node.applies_to)})[/]" if node.applies_to else ""
         if node_id in shown:
             parent.add(f"{prefix}[dim]→ {node_id} (see above)[/]")
-            return
+            continue
+        if depth >= MAX_SHOWN_DEPTH:
+            parent.add(f"{prefix}[dim]… {node_id} and below: more than {MAX_SHOWN_DEPTH} levels (see --format mermaid)[/]")
+            continue
         shown.add(node_id)
-        style = {"ask": "", "choose": "cyan", "switch": "magenta", "all": "bold", "artifact": "green", "probe": "blue"}[node.kind]
+        style = styles[node.kind]
         label = _title(tree, node_id).replace("[", "\\[")
         branch = parent.add(f"{prefix}[{style}]{label}[/]{extra}" if style else f"{prefix}{label}{extra}")
-        for _, child, data in tree.graph.out_edges(node_id, data=True):
+        edges = list(tree.graph.out_edges(node_id, data=True))
+        for _, child, data in reversed(edges):  # reversed: the stack pops them in file order
             label = data["label"] if data["kind"] in ("option", "case") else data["kind"] if data["kind"] in ("yes", "no") else ""
             if data.get("mode") == "at_least_one":
                 label = "yes (≥1)"
-            add(branch, child, label)
-
-    add(root, tree.start, "")
+            stack.append((branch, child, label, depth + 1))
     return root
 
 

@@ -110,3 +110,4 @@ class TreeSpec:
     incomplete: bool = False
     # included file -> the include line(s) that led to it, for messages
     included_from: dict[str, str] = field(default_factory=dict)
+    group_where: dict[str, Where] = field(default_factory=dict)  # where each group is defined

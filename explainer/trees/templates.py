@@ -42,9 +42,12 @@ MAX_LOOP_STEPS = 10_000  # loop iterations per render, all loops together
 MAX_RANGE = 1_000  # items range() may produce
 MAX_EXPONENT = 64  # right-hand side of **
 
-# Provided by the engine for every image: where the VLM should look.
+# {{ roi }}: where the VLM should look. One wording for `explain` and `explain tree walk`:
+# the pipeline picks by whether the detector drew a box; a walk without an image takes the box's.
+ROI_WITH_BOX = "the region inside the red box"
+ROI_WITHOUT_BOX = "the whole image"
 RUNTIME_VARS: dict[str, str] = {
-    "roi": "the region inside the red box",
+    "roi": ROI_WITH_BOX,
 }
 
 _SPACES = re.compile(r"\s+")
@@ -265,6 +268,6 @@ def render(template: Any, scope: Mapping[str, Any]) -> str:
 
 
 __all__ = [
-    "ENV", "MAX_LOOP_STEPS", "MAX_RANGE", "MAX_RENDERED_CHARS", "MAX_TEMPLATE_CHARS", "RUNTIME_VARS",
+    "ENV", "MAX_LOOP_STEPS", "ROI_WITH_BOX", "ROI_WITHOUT_BOX", "MAX_RANGE", "MAX_RENDERED_CHARS", "MAX_TEMPLATE_CHARS", "RUNTIME_VARS",
     "TemplateError", "TemplateLimitError", "TemplateSyntaxError", "compile_template", "render", "undeclared_variables",
 ]

@@ -182,7 +182,7 @@ class _Builder:
         if event.tag not in (_MAP_TAGS if is_map else _SEQ_TAGS):
             self.fail(line, path, self.tag_message(event.tag, "a mapping" if is_map else "a list"))
         if len(self.stack) >= MAX_YAML_DEPTH:
-            self.fail(line, path, f"nested more than {MAX_YAML_DEPTH} levels deep; the limit is {MAX_YAML_DEPTH}")
+            self.fail(line, path[:6], f"nested more than {MAX_YAML_DEPTH} levels deep; the limit is {MAX_YAML_DEPTH}")
         self.count(1, line)
         self.doc.value_lines.setdefault(path, line)
         self.stack.append(_Frame(path, event.anchor, line, {} if is_map else []))

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from explainer.answerers.oracle import OracleAnswerer
-from explainer.engine.runner import TreeRunner
+from explainer.engine.runner import DEFAULT_MAX_STEPS, TreeRunner
 from explainer.errors import UsageError
 from explainer.trees.compiler import CompiledTree, scope_key
 
@@ -47,10 +47,13 @@ def situations(tree: CompiledTree) -> list[Situation]:
     """Every assignment of choice-bound variables a walk can reach, with its applicable artifacts."""
     found: dict[tuple, None] = {}
 
-    def explore(node_id: str, scope: dict[str, str], bound: dict[str, str], seen: set) -> None:
+    # iterative: a 20,000-node chain must not hit Python's recursion limit
+    stack: list[tuple[str, dict[str, str], dict[str, str], set]] = [(tree.start, tree.base_scope(), {}, set())]
+    while stack:
+        node_id, scope, bound, seen = stack.pop()
         key = (node_id, scope_key(scope))
         if key in seen or not tree.applies(node_id, scope):
-            return
+            continue
         seen.add(key)
         node = tree.node(node_id)
         scope = {**scope, **node.set}
@@ -59,18 +62,17 @@ def situations(tree: CompiledTree) -> list[Situation]:
                 if target is not None:
                     child_bound = {**bound, node.sets: option}
                     for nid in target.ids:
-                        explore(nid, {**scope, node.sets: option}, child_bound, set())
+                        stack.append((nid, {**scope, node.sets: option}, child_bound, set()))
                 else:
                     found.setdefault(tuple(sorted({**bound, node.sets: option}.items())), None)
-            return
+            continue
         children = tree._successors_all(node, scope)
         if not children:
             found.setdefault(tuple(sorted(bound.items())), None)
         for ids, child_scope in children:
             for nid in ids:
-                explore(nid, child_scope, bound, seen)
+                stack.append((nid, child_scope, bound, seen))
 
-    explore(tree.start, tree.base_scope(), {}, set())
     order = {name: i for i, name in enumerate(tree.catalogue.names)}
     out = []
     for sc in found:
@@ -87,24 +89,32 @@ def longest_path(tree: CompiledTree, route: Mapping[str, str]) -> int:
     the option ``route`` names is followed.
     """
     memo: dict[tuple, int] = {}
-
-    def walk(node_id: str, sc: dict[str, str]) -> int:
-        key = (node_id, scope_key(sc))
+    pending: dict[tuple, tuple[int, list[tuple]]] = {}  # opened, not finished: own count and children
+    start = (tree.start, scope_key(tree.base_scope()))
+    stack = [start]
+    while stack:  # iterative post-order: no recursion limit on long chains
+        key = stack[-1]
         if key in memo:
-            return memo[key]
-        memo[key] = 0
-        if not tree.applies(node_id, sc):
-            return 0
-        node = tree.node(node_id)
-        sc = {**sc, **node.set}
-        own = (1 if node.kind in ("ask", "choose") else 0) + (1 if node.follow_up is not None else 0)
-        if node.kind == "choose" and node.sets in route:
-            sc = {**sc, node.sets: route[node.sets]}
-        best = max((walk(i, child) for ids, child in tree._successors_all(node, sc) for i in ids), default=0)
-        memo[key] = own + best
-        return memo[key]
-
-    return walk(tree.start, tree.base_scope())
+            stack.pop()
+            continue
+        if key not in pending:
+            node_id, sc = key[0], dict(key[1])
+            if not tree.applies(node_id, sc):
+                memo[key] = 0
+                continue
+            node = tree.node(node_id)
+            sc = {**sc, **node.set}
+            own = (1 if node.kind in ("ask", "choose") else 0) + (1 if node.follow_up is not None else 0)
+            if node.kind == "choose" and node.sets in route:
+                sc = {**sc, node.sets: route[node.sets]}
+            kids = [(i, scope_key(child)) for ids, child in tree._successors_all(node, sc) for i in ids]
+            pending[key] = (own, kids)
+            stack.extend(k for k in kids if k not in memo and k not in pending)
+            continue
+        stack.pop()
+        own, kids = pending.pop(key)
+        memo[key] = own + max((memo.get(k, 0) for k in kids), default=0)
+    return memo[start]
 
 
 def load_priors(path: str | Path, tree: CompiledTree) -> dict[str, float]:
@@ -181,8 +191,9 @@ class TreeStats:
             "catalogue_covered": self.catalogue_covered, "catalogue_size": self.catalogue_size,
             "direct": {"yes_no": self.direct_questions, "rounds": self.direct_questions},
             "mean": {k: self.mean(k) for k in ("yes_no", "follow_ups", "probes", "rounds", "entropy_bits")}
-            | {"ratio_to_floor": self.mean("yes_no") / self.mean("entropy_bits")},
-            "classes": [dataclasses.asdict(c) | {"ratio_to_floor": c.ratio_to_floor} for c in self.classes],
+            | {"ratio_to_floor": self.mean("yes_no") / self.mean("entropy_bits") if self.mean("entropy_bits") else None},
+            "classes": [dataclasses.asdict(c) | {"ratio_to_floor": c.ratio_to_floor if c.entropy_bits else None}
+                        for c in self.classes],
         }
 
 
@@ -200,7 +211,8 @@ def tree_stats(tree: CompiledTree, p: float | None = None, priors: Mapping[str, 
     priors = dict(priors or {})
     rng = random.Random(seed)
     oracle = OracleAnswerer()
-    runner = TreeRunner(tree, oracle)
+    # every node may be visited once per walk; the default step limit is for runaway walks, not big trees
+    runner = TreeRunner(tree, oracle, max_steps=max(DEFAULT_MAX_STEPS, 4 * len(tree.spec.nodes)))
     per_sit: list[SituationStats] = []
     for sit in sits:
         probs = [priors.get(a, p) for a in sit.artifacts]
