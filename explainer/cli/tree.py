@@ -71,7 +71,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.format == "dot":
         sys.stdout.write(to_dot(tree))
     else:
-        _stdout().print(to_rich(tree))
+        _stdout().print(to_rich(tree, max_len=90 if sys.stdout.isatty() else None))
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from explainer.errors import UsageError
+
 Path = tuple  # a key path into the YAML document: ("nodes", "cat_face", "if_yes", 0)
 
 
@@ -29,8 +31,8 @@ class Problem:
         return f"{self.file}:{self.line}: {self.path}: {self.message}"
 
 
-class TreeError(Exception):
-    """A tree that must not run. Carries every problem found, not just the first."""
+class TreeError(UsageError):
+    """A tree that must not run (exit 2 wherever it surfaces). Carries every problem found, not just the first."""
 
     exit_code = 2
 

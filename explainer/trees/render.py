@@ -9,11 +9,11 @@ from explainer.trees.compiler import CompiledTree
 _EDGE_LABEL = {"yes": "yes", "no": "no", "all": "", "option": "{label}", "case": "{label}"}
 
 
-def _title(tree: CompiledTree, node_id: str) -> str:
+def _title(tree: CompiledTree, node_id: str, max_len: int | None = None) -> str:
     node = tree.node(node_id)
     if node.kind == "ask":
         text = node.label or (node.prompt or "").replace("{{ intro }}", "").replace("{{ yn }}", "").strip()
-        text = text if len(text) <= 90 else text[:87] + "..."
+        text = text if max_len is None or len(text) <= max_len else text[:max_len - 3] + "..."
         return f"[{node.artifact}] ← {node.label or node.id}" if node.artifact else f"? {text}"
     if node.kind == "probe":
         cmp = f"> {node.above:g}" if node.above is not None else f"< {node.below:g}"
@@ -31,8 +31,11 @@ def _title(tree: CompiledTree, node_id: str) -> str:
 MAX_SHOWN_DEPTH = 200  # deeper levels are cut (rich indents every level): use --format mermaid or dot
 
 
-def to_rich(tree: CompiledTree) -> RichTree:
-    """Nested view from the start node; a node shown once is referenced after that (the graph is a DAG)."""
+def to_rich(tree: CompiledTree, max_len: int | None = 90) -> RichTree:
+    """Nested view from the start node; a node shown once is referenced after that (the graph is a DAG).
+
+    ``max_len`` shortens long questions for a terminal; None shows them whole (piped output).
+    """
     root = RichTree(f"[bold]{tree.name}[/] ({len(tree.spec.nodes)} nodes, {len(tree.artifacts())} artifacts)")
     shown: set[str] = set()
     styles = {"ask": "", "choose": "cyan", "switch": "magenta", "all": "bold", "artifact": "green", "probe": "blue"}
@@ -50,7 +53,7 @@ def to_rich(tree: CompiledTree) -> RichTree:
             continue
         shown.add(node_id)
         style = styles[node.kind]
-        label = _title(tree, node_id).replace("[", "\\[")
+        label = _title(tree, node_id, max_len).replace("[", "\\[")
         branch = parent.add(f"{prefix}[{style}]{label}[/]{extra}" if style else f"{prefix}{label}{extra}")
         edges = list(tree.graph.out_edges(node_id, data=True))
         for _, child, data in reversed(edges):  # reversed: the stack pops them in file order
