@@ -202,3 +202,24 @@ def test_walk_renders_roi_as_explain_does(tmp_path, capsys):
     for flags, wording in (([], templates.ROI_WITH_BOX), (["--no-box"], templates.ROI_WITHOUT_BOX)):
         assert main(["tree", "walk", str(tree), "--answers", str(answers), *flags]) == 0
         assert f"Are the eyes odd in {wording}?" in capsys.readouterr().out
+
+
+def test_schema_matches_the_catalogue_forms_the_loader_accepts(tmp_path, capsys):
+    import json
+
+    import jsonschema
+
+    assert main(["tree", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    body = yaml.safe_load(TREE.replace("{artifact}", "Eye glitch"))
+    accepted = [["Eye glitch"], [{"name": "Eye glitch", "description": "eyes"}], "faces.yaml",
+                {"extends": "default", "entries": [{"name": "Eye glitch", "description": "eyes"}]}]
+    write(tmp_path / "faces.yaml", "- Eye glitch\n")
+    for i, value in enumerate(accepted):
+        jsonschema.validate({**body, "catalogue": value}, schema)
+        compile_tree(write(tmp_path / f"t{i}.yaml", yaml.safe_dump({**body, "catalogue": value})))
+    for value in (5, {"extends": "everything"}, [{"nam": "x"}]):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**body, "catalogue": value}, schema)
+        with pytest.raises(TreeError):
+            compile_tree(write(tmp_path / "bad.yaml", yaml.safe_dump({**body, "catalogue": value})))
