@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from explainer.outputs.tables import Table
 
 from explainer.errors import UsageError
+from explainer.safe_io import atomic_write_text
 from explainer.trees import TreeError, compile_tree
 from explainer.trees.compiler import CompiledTree
 from explainer.trees.templates import ROI_WITHOUT_BOX
@@ -85,7 +87,16 @@ def cmd_walk(args: argparse.Namespace) -> int:
         tree = _compile(args.path, args)
     except TreeError as exc:
         return _print_tree_error(exc)
-    answerer = ScriptedAnswerer.from_file(args.answers) if args.answers else InteractiveAnswerer()
+    if args.answers:
+        from explainer.trees.answers_file import load_answers
+
+        try:
+            script = load_answers(args.answers, tree)  # checked against the tree, every problem at its line
+        except TreeError as exc:
+            return _print_tree_error(exc)
+        answerer = ScriptedAnswerer(script["answers"], script["defaults"], str(args.answers), script["follow_ups"])
+    else:
+        answerer = InteractiveAnswerer()
     scope = {"roi": ROI_WITHOUT_BOX} if args.no_box else {}
     if args.obj:
         scope["obj"] = args.obj
@@ -167,7 +178,27 @@ def _stats_table(stats) -> Table:
 
 # -- schema ------------------------------------------------------------------------------
 def cmd_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(resources.files("explainer").joinpath("schema/question-tree.schema.json").read_text(encoding="utf-8"))
+    name = "answers.schema.json" if args.answers else "question-tree.schema.json"
+    sys.stdout.write(resources.files("explainer").joinpath(f"schema/{name}").read_text(encoding="utf-8"))
+    return 0
+
+
+# -- new ---------------------------------------------------------------------------------
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    """A commented starter tree that validates; never overwrites a file."""
+    if not _NAME.match(args.name):
+        raise UsageError(f"{args.name!r}: a tree name is a letter followed by letters, digits, '_' or '-' (at most 64)")
+    out = Path(args.out) if args.out else Path(f"{args.name}.yaml")
+    if out.exists() or out.is_symlink():
+        raise UsageError(f"{out}: already exists; choose another name or --out")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent}: folder not found")
+    text = resources.files("explainer").joinpath("data/starter-tree.yaml").read_text(encoding="utf-8")
+    atomic_write_text(out, text.replace("tree: NAME", f"tree: {args.name}", 1))
+    print(f"{out}: written; next: explain tree validate {out}")
     return 0
 
 
@@ -216,4 +247,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the tree language (for editors)")
+    p.add_argument("--answers", action="store_true", help="the schema of `tree walk --answers` files instead")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("new", help="write a commented starter tree NAME.yaml that validates")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--out", metavar="PATH", help="where to write it (default: NAME.yaml here)")
+    p.set_defaults(func=cmd_new)

@@ -253,5 +253,6 @@ def tree_stats(tree: CompiledTree, p: float | None = None, priors: Mapping[str, 
             rounds=statistics.fmean(s.rounds for s in mine), max_rounds=max(s.max_rounds for s in mine),
             entropy_bits=statistics.fmean(s.entropy_bits for s in mine), situations=mine,
             probes=statistics.fmean(s.probes for s in mine)))
+    # direct prompting asks one question per artifact this tree can name: its own catalogue, not the default 70
     return TreeStats(tree.name, p, samples, seed, classes, len(tree.artifacts()), len(tree.catalogue),
-                     len(tree.catalogue))
+                     len(tree.artifacts()))
