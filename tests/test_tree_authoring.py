@@ -297,3 +297,18 @@ def test_answers_schema_agrees_with_the_loader(tmp_path, capsys):
     for bad in ({"answer": {}}, {"defaults": {"choice": "maybe"}}, {"answers": {"q": 3}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_same_artifact_in_two_regions_keeps_both_in_task2():
+    from explainer.outputs.results import challenge_entries
+
+    record = {"index": 3, "verdict": "fake", "file": "3.png", "findings": [
+        {"artifact": "Texture repetition patterns", "explanation": "The fur repeats.", "region": "body"},
+        {"artifact": "Texture repetition patterns", "explanation": "The grass repeats.", "region": "background"},
+        {"artifact": "Artificial smoothness", "explanation": "Too smooth.", "region": None},
+    ]}
+    _, task2 = challenge_entries([record])
+    explanation = task2[0]["explanation"]
+    assert explanation["Artificial smoothness"] == "Too smooth."
+    both = explanation["Texture repetition patterns"]
+    assert "In the body: The fur repeats." in both and "In the background: The grass repeats." in both

@@ -62,6 +62,22 @@ class ResultsLog:
         return sorted(self.records.values(), key=lambda r: (r.get("index") is None, r.get("index") or 0, r["file"]))
 
 
+def explanations_by_artifact(findings: list[dict[str, Any]]) -> dict[str, str]:
+    """One entry per catalogue name, as the challenge's task2 wants; an artifact found in several regions
+    keeps every finding, each with its region, instead of the first one only."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for f in findings:
+        grouped.setdefault(f["artifact"], []).append(f)
+    out: dict[str, str] = {}
+    for name, group in grouped.items():
+        texts = list(dict.fromkeys((f.get("region"), f["explanation"]) for f in group))
+        if len(texts) == 1:
+            out[name] = texts[0][1]
+        else:
+            out[name] = " ".join(f"In the {region or 'whole image'}: {text}" for region, text in texts)
+    return out
+
+
 def challenge_entries(records: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
     """task1: every image with a verdict; task2: explanations of images predicted (or, with no classifier, suspected) fake."""
     task1, task2 = [], []
@@ -71,10 +87,7 @@ def challenge_entries(records: list[dict[str, Any]]) -> tuple[list[dict], list[d
         if r.get("verdict") in ("real", "fake"):
             task1.append({"index": r["index"], "prediction": r["verdict"]})
         if r.get("verdict") in ("fake", None) and r.get("findings"):
-            explanation: dict[str, str] = {}
-            for f in r["findings"]:
-                explanation.setdefault(f["artifact"], f["explanation"])
-            task2.append({"index": r["index"], "explanation": explanation})
+            task2.append({"index": r["index"], "explanation": explanations_by_artifact(r["findings"])})
     return task1, task2
 
 

@@ -30,7 +30,7 @@ from explainer.errors import UsageError
 from explainer.safe_io import read_bytes_capped
 from explainer.trees.problems import Problem, format_path
 
-MAX_TREE_BYTES = 32 * 1024 * 1024  # a 200,000-node generated tree is about 12 MB
+MAX_TREE_BYTES = 64 * 1024 * 1024  # a 200,000-node generated tree (bench/bench_trees.py) is about 25 MB
 MAX_YAML_DEPTH = 64  # a tree needs about 6 levels
 MAX_YAML_ALIASES = 1_000
 MAX_YAML_NODES = 5_000_000  # values, aliases expanded; a 200,000-node tree has about 1.4 million
