@@ -27,7 +27,7 @@ from explainer.quality.askall import ask_skipped
 from explainer.quality.calibration import logit, sigmoid
 from explainer.safe_io import atomic_write_text
 from explainer.trees.compiler import CompiledTree
-from explainer.trees.stats import default_p, situations
+from explainer.stats.tree_cost import default_p, situations
 
 
 class FaultyAnswerer(OracleAnswerer):
