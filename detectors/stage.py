@@ -71,7 +71,14 @@ class DetectorStage:
         **kwargs,
     ) -> "DetectorStage":
         """``sr``: Real-ESRGAN .pth or our .safetensors (None: bicubic);
-        ``classifier``: checkpoint folder/.safetensors/.json from ``explain train detector``."""
+        ``classifier``: checkpoint folder/.safetensors/.json from ``explain train detector``,
+        or a head folder from ``explain train features`` (handled by detectors.features.stage)."""
+        # --- feature heads (seeds 002/004): a separate stage with the same run() -> DetectorResult API.
+        from detectors.features.stage import FeatureDetectorStage, is_feature_head
+
+        if is_feature_head(classifier):
+            return FeatureDetectorStage(classifier, device, sr=sr)  # type: ignore[return-value]
+        # --- end feature heads
         model = load_classifier(classifier, device)[0] if classifier is not None else None
         return cls(load_sr(sr, device), model, device, cam_layer, **kwargs)
 

@@ -19,8 +19,8 @@ from explainer.errors import ExplainerError
 # `explain tree validate` does not pay for importing torch.
 SUBCOMMANDS: dict[str, list[tuple[str, str]]] = {
     "tree": [("explainer.cli.tree", "register")],
-    "train": [("detectors.cli", "register_train"), ("masks.cli", "register_train")],
-    "eval": [("detectors.cli", "register_eval"), ("explainer.cli.eval", "register")],
+    "train": [("detectors.cli", "register_train"), ("masks.cli", "register_train"), ("detectors.features.cli", "register_train")],
+    "eval": [("detectors.cli", "register_eval"), ("explainer.cli.eval", "register"), ("detectors.features.cli", "register_eval")],
     "calibrate": [("explainer.cli.eval", "register_calibrate")],
     "bench": [("explainer.cli.bench", "register")],
 }
