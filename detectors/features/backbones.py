@@ -135,7 +135,7 @@ def _last_block(model: nn.Module) -> nn.Module | None:
     """The last block of the vision transformer's layer list (never the text tower's)."""
     best = None
     for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or len(module) == 0 or "text" in name:
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) == 0 or "text" in name:
             continue
         if name.endswith(("encoder.layers", "encoder.layer", "blocks")):
             best = module[-1]
@@ -252,10 +252,13 @@ class TimmBackbone(Backbone):
         with _TokenCapture(self._block) as cap, torch.enable_grad():
             feats = self.embed(pixels)
         n = cap.leaf.shape[1] - self._prefix
-        side = int(math.isqrt(n))
-        if side * side != n:
-            return feats.detach(), None
-        return feats, TokenActivation(cap.leaf, (side, side))
+        grid = getattr(getattr(self.model, "patch_embed", None), "grid_size", None)
+        if grid is None or grid[0] * grid[1] != n:
+            side = int(math.isqrt(n))
+            if side * side != n:
+                return feats.detach(), None
+            grid = (side, side)
+        return feats, TokenActivation(cap.leaf, (int(grid[0]), int(grid[1])))
 
 
 class ConcatBackbone(Backbone):
@@ -318,24 +321,42 @@ def _load_one(spec: str, device: str) -> Backbone:
     return _load_hf(spec, ALIASES.get(name, name), device)
 
 
-def _load_hf(spec: str, ref: str, device: str) -> HFBackbone:
-    from transformers import AutoImageProcessor, AutoModel
+def _resolve_hf(spec: str, ref: str) -> tuple[str, bool]:
+    """(what to give from_pretrained, local_files_only); a UsageError at once when the weights cannot be had."""
+    # The VLM loader's checks (cache lookup, HF_HUB_OFFLINE, a 3-second reachability probe) apply as they are:
+    # without them an offline machine spends a minute in download retries before failing.
+    from explainer.answerers.hf.loading import _hub_reachable, _in_cache, _looks_like_path, _offline
 
     local = Path(ref).expanduser()
     if local.exists():
         if not local.is_dir() or not (local / "config.json").is_file():
-            raise UsageError(f"{local}: not a model folder (expected config.json from save_pretrained)")
+            raise UsageError(f"backbone {spec!r}: {local} is not a model folder (expected config.json from save_pretrained)")
         check_regular_file(local / "config.json", "model config")
-        ref = str(local.resolve())
+        return str(local.resolve()), True
+    if _looks_like_path(ref):
+        raise UsageError(f"backbone {spec!r}: no such folder, alias or Hugging Face id")
+    if _in_cache(ref):
+        return ref, True
+    if _offline() or not _hub_reachable():
+        raise UsageError(
+            f"backbone {spec!r}: {ref} is not in the local Hugging Face cache and the hub cannot be reached; "
+            f"download it on a connected machine (huggingface-cli download {ref}) or pass the local folder"
+        )
+    return ref, False
+
+
+def _load_hf(spec: str, ref: str, device: str) -> HFBackbone:
+    from transformers import AutoImageProcessor, AutoModel
+
+    source, local_only = _resolve_hf(spec, ref)
     try:
         # safetensors only: a pickled pytorch_model.bin could run code when loaded.
-        model = AutoModel.from_pretrained(ref, use_safetensors=True)
-        processor = AutoImageProcessor.from_pretrained(ref)
-    except (OSError, ValueError, EnvironmentError) as exc:
+        model = AutoModel.from_pretrained(source, use_safetensors=True, local_files_only=local_only)
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = "folder" if local.exists() else "Hugging Face id (not in the local cache; this machine may be offline)"
-        raise UsageError(f"backbone {spec!r}: cannot load {ref} as a {where}: {first[:200]}") from None
-    return HFBackbone(spec, ref if local.exists() else ref, model, processor, device)
+        raise UsageError(f"backbone {spec!r}: cannot load {source}: {first[:200]}") from None
+    return HFBackbone(spec, source, model, processor, device)
 
 
 def _load_timm(spec: str, name: str, weights: str | None, device: str) -> TimmBackbone:
