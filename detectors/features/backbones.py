@@ -180,7 +180,8 @@ class HFBackbone(Backbone):
         self.patch_size = getattr(config, "patch_size", None)
         proc = processor.to_dict() if hasattr(processor, "to_dict") else {}
         proc.pop("processor_class", None)
-        self.fingerprint = {"model_type": model.config.model_type, "processor": proc}
+        self.fingerprint = {"model_type": model.config.model_type, "processor": proc,
+                            "revision": getattr(model.config, "_commit_hash", None), "weights": _folder_weights(ref)}
         self._block = _last_block(model)
 
     def input_size(self) -> int:
@@ -210,6 +211,14 @@ class HFBackbone(Backbone):
         if cap.leaf is None or cap.leaf.dim() != 3 or cap.leaf.shape[1] < grid[0] * grid[1]:
             return feats.detach(), None
         return feats, TokenActivation(cap.leaf, grid)
+
+
+def _folder_weights(ref: str) -> list[list] | None:
+    """Size and mtime of a local folder's weight files: new weights in the same folder must not reuse old features."""
+    folder = Path(ref)
+    if not folder.is_dir():
+        return None
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.glob("*.safetensors"))]
 
 
 class TimmBackbone(Backbone):
