@@ -331,27 +331,46 @@ def _load_one(spec: str, device: str) -> Backbone:
 
 
 def _resolve_hf(spec: str, ref: str) -> tuple[str, bool]:
-    """(what to give from_pretrained, local_files_only); a UsageError at once when the weights cannot be had."""
-    # The VLM loader's checks (cache lookup, HF_HUB_OFFLINE, a 3-second reachability probe) apply as they are:
-    # without them an offline machine spends a minute in download retries before failing.
-    from explainer.answerers.hf.loading import _hub_reachable, _in_cache, _looks_like_path, _offline
+    """(what to give from_pretrained, local_files_only); a UsageError at once when the weights cannot be had.
 
+    Without this check an offline machine spends a minute in download retries before failing.
+    """
     local = Path(ref).expanduser()
     if local.exists():
         if not local.is_dir() or not (local / "config.json").is_file():
             raise UsageError(f"backbone {spec!r}: {local} is not a model folder (expected config.json from save_pretrained)")
         check_regular_file(local / "config.json", "model config")
         return str(local.resolve()), True
-    if _looks_like_path(ref):
+    if ref.startswith(("/", ".", "~")) or ref.count("/") != 1:
         raise UsageError(f"backbone {spec!r}: no such folder, alias or Hugging Face id")
-    if _in_cache(ref):
-        return ref, True
-    if _offline() or not _hub_reachable():
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(ref, "config.json"), str):
+            return ref, True
+    except Exception:  # an unexpected cache layout is just "not cached"
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline or not _hub_reachable():
         raise UsageError(
             f"backbone {spec!r}: {ref} is not in the local Hugging Face cache and the hub cannot be reached; "
             f"download it on a connected machine (huggingface-cli download {ref}) or pass the local folder"
         )
     return ref, False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a proxy cannot be probed cheaply; let the download try
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((host.hostname, host.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _load_hf(spec: str, ref: str, device: str) -> HFBackbone:

@@ -123,26 +123,12 @@ def run_robustness(cfg: EvalFeaturesConfig, train_transforms: list[str], test_tr
     train, test = load_splits(cfg.data_dirs[0], cfg.attribution, cfg.test_fraction, cfg.seed)
     backbone = load_backbone(cfg.backbones[0], cfg.device)
     head, reduction = cfg.heads[0], cfg.reductions[0]
-    acc = np.full((len(tr_specs), len(te_specs)), np.nan)
-    auc = np.full_like(acc, np.nan)
     skipped: list[str] = []
-    test_sets = {t: split_features(backbone, test, cfg, transform=t, label="test", skipped=skipped) for t in te_specs}
-    for i, ttr in enumerate(tr_specs):
-        xtr, ytr = split_features(backbone, train, cfg, transform=ttr, label="train", skipped=skipped)
-        pipe = fit_head(head, reduction, xtr, ytr, cfg.seed)
-        for j, tte in enumerate(te_specs):
-            xte, yte = test_sets[tte]
-            m = head_metrics(yte, proba(pipe, xte), train.classes)
-            acc[i, j] = m["accuracy"]
-            auc[i, j] = np.nan if m["roc_auc"] is None else m["roc_auc"]
+    test_sets = [split_features(backbone, test, cfg, transform=t, label="test", skipped=skipped) for t in te_specs]
+    train_sets = [split_features(backbone, train, cfg, transform=t, label="train", skipped=skipped) for t in tr_specs]
+    acc, auc = _score_matrix(train_sets, test_sets, head, reduction, train.classes, cfg.seed)
     title = f"Accuracy, train transform (rows) x test transform (columns): {short_name(backbone.spec)} + {head}, reduction {reduction}"
-    table = Table(title, ["train \\ test", *te_specs])
-    for i, t in enumerate(tr_specs):
-        table.add(t, *(fmt(v) for v in acc[i]))
-    figures = []
-    if cfg.plots:
-        figures.append(str(matrix_plot(acc, tr_specs, te_specs, "accuracy: train x test transform", out / "robustness.png",
-                                       xlabel="test transform", ylabel="train transform")))
+    table, figures = _matrix_outputs(cfg, acc, tr_specs, te_specs, title, out / "robustness.png", "test transform", "train transform")
     record = {"kind": "robustness", "data": cfg.data_dirs[0], "backbone": backbone.spec, "head": head, "reduction": reduction,
               "train_transforms": tr_specs, "test_transforms": te_specs, "accuracy": _nan_to_none(acc),
               "roc_auc": _nan_to_none(auc), "figures": figures, "skipped": skipped}
@@ -173,28 +159,39 @@ def run_cross(cfg: EvalFeaturesConfig) -> dict:
         classes = train.classes
         sets.append((split_features(backbone, train, cfg, label=f"{name} train", skipped=skipped),
                      split_features(backbone, test, cfg, transform="none", label=f"{name} test", skipped=skipped)))
-    acc = np.full((len(sets), len(sets)), np.nan)
-    auc = np.full_like(acc, np.nan)
-    for i, ((xtr, ytr), _) in enumerate(sets):
-        pipe = fit_head(head, reduction, xtr, ytr, cfg.seed)
-        for j, (_, (xte, yte)) in enumerate(sets):
-            m = head_metrics(yte, proba(pipe, xte), classes)
-            acc[i, j] = m["accuracy"]
-            auc[i, j] = np.nan if m["roc_auc"] is None else m["roc_auc"]
-    table = Table(f"Accuracy, trained on (rows) x tested on (columns): {short_name(backbone.spec)} + {head}, reduction {reduction}",
-                  ["train \\ test", *names])
-    for i, n in enumerate(names):
-        table.add(n, *(fmt(v) for v in acc[i]))
-    figures = []
-    if cfg.plots:
-        figures.append(str(matrix_plot(acc, names, names, "accuracy: train dataset x test dataset", out / "cross.png",
-                                       xlabel="tested on", ylabel="trained on")))
+    acc, auc = _score_matrix([s[0] for s in sets], [s[1] for s in sets], head, reduction, classes, cfg.seed)
+    title = f"Accuracy, trained on (rows) x tested on (columns): {short_name(backbone.spec)} + {head}, reduction {reduction}"
+    table, figures = _matrix_outputs(cfg, acc, names, names, title, out / "cross.png", "tested on", "trained on")
     record = {"kind": "cross", "datasets": list(cfg.data_dirs), "names": names, "backbone": backbone.spec, "head": head,
               "reduction": reduction, "accuracy": _nan_to_none(acc), "roc_auc": _nan_to_none(auc), "figures": figures,
               "skipped": skipped}
     _write(out, "cross", table, record)
     record["table"] = table
     return record
+
+
+def _score_matrix(train_sets: list, test_sets: list, head: str, reduction: str, classes: list[str], seed: int):
+    """Accuracy and AUC of a head fitted on each train set (rows) and scored on each test set (columns)."""
+    acc = np.full((len(train_sets), len(test_sets)), np.nan)
+    auc = np.full_like(acc, np.nan)
+    for i, (xtr, ytr) in enumerate(train_sets):
+        pipe = fit_head(head, reduction, xtr, ytr, seed)
+        for j, (xte, yte) in enumerate(test_sets):
+            m = head_metrics(yte, proba(pipe, xte), classes)
+            acc[i, j] = m["accuracy"]
+            auc[i, j] = np.nan if m["roc_auc"] is None else m["roc_auc"]
+    return acc, auc
+
+
+def _matrix_outputs(cfg: EvalFeaturesConfig, acc: np.ndarray, rows: list[str], cols: list[str], title: str,
+                    png: Path, xlabel: str, ylabel: str) -> tuple[Table, list[str]]:
+    table = Table(title, ["train \\ test", *cols])
+    for i, name in enumerate(rows):
+        table.add(name, *(fmt(v) for v in acc[i]))
+    figures = []
+    if cfg.plots:
+        figures.append(str(matrix_plot(acc, rows, cols, f"accuracy: {ylabel} x {xlabel}", png, xlabel=xlabel, ylabel=ylabel)))
+    return table, figures
 
 
 def _nan_to_none(m: np.ndarray) -> list[list[float | None]]:

@@ -29,6 +29,7 @@ from detectors.features.heads import torch_logit
 from detectors.features.persist import is_head_dir, load_meta, load_pipeline
 from detectors.gradcam import BOX_SIZE, box_around, draw_box, overlay, peak
 from detectors.stage import DetectorResult
+from explainer.pipeline import batched
 
 # The CNN detector's box is 80 px on a 128 px image; keep the same share of the image.
 BOX_FRACTION = BOX_SIZE / 128
@@ -63,10 +64,7 @@ class FeatureDetectorStage:
         self.no_box_note = why
 
     def run(self, images: list[Image.Image]) -> list[DetectorResult]:
-        results: list[DetectorResult] = []
-        for i in range(0, len(images), self.batch_size):
-            results += self._run_batch(images[i : i + self.batch_size])
-        return results
+        return [r for chunk in batched(images, self.batch_size) for r in self._run_batch(chunk)]
 
     def _run_batch(self, images: list[Image.Image]) -> list[DetectorResult]:
         n = len(images)
