@@ -21,13 +21,14 @@ from __future__ import annotations
 import string
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from explainer.answerers.base import (
     AnswererBase,
+    AnswererStats,
     AnswererError,
     ChoiceAnswer,
     ChoiceQuery,
@@ -53,6 +54,20 @@ class BatchRecord:
     size: int  # rows (questions, or question×option pairs)
     tokens: int  # real tokens processed (padding excluded)
     seconds: float
+
+
+@dataclass(eq=False)
+class _Open:
+    """One open image: its pixels, preamble, encoded prefix and counters."""
+
+    image: Any
+    preamble: str
+    stats: AnswererStats
+    batches: list[BatchRecord] = field(default_factory=list)
+    prefix: pc.Prefix | None = None
+
+
+_SOLO = -1  # the slot of the single-image protocol (begin_image / end_image)
 
 
 def first_word(text: str) -> str:
@@ -91,6 +106,7 @@ class VLMAnswerer(AnswererBase):
         mode: str = "cached",
         model_id: str = "",
         max_batch: int = 16,
+        max_images: int = 64,
         notes: Sequence[str] = (),
     ) -> None:
         super().__init__()
@@ -102,6 +118,8 @@ class VLMAnswerer(AnswererBase):
         self.model_type = model.config.model_type
         self.requested_mode = mode
         self.max_batch = max(1, int(max_batch))
+        # How many images the engine may walk together (MultiImageAnswerer); --batch-images picks how many it does.
+        self.max_images = max(1, int(max_images))
         self.notes: list[str] = list(notes)
         self.batches: list[BatchRecord] = []
         self.layout = ChatLayout(processor)
@@ -116,8 +134,8 @@ class VLMAnswerer(AnswererBase):
                 self._fall_back(reason)
             elif self.layout.split_error:
                 self._fall_back(f"cannot share the prompt prefix ({self.layout.split_error})")
-        self._image = None
-        self._prefix: pc.Prefix | None = None
+        self._open: dict[int, _Open] = {}
+        self._current: _Open | None = None  # the image the single-image methods work on
         self._lm_head = model.get_output_embeddings()
 
     # -- bookkeeping ------------------------------------------------------------------
@@ -145,57 +163,173 @@ class VLMAnswerer(AnswererBase):
                 ids.add(tid)
         return ids
 
-    def _record(self, kind: str, size: int, tokens: int, seconds: float) -> None:
-        self.batches.append(BatchRecord(kind, size, tokens, seconds))
-        self.stats.forward_passes += 1
-        self.stats.tokens += tokens
-        self.stats.model_seconds += seconds
+    def _record(self, kind: str, size: int, tokens: int, seconds: float, owners: Sequence[_Open] | None = None,
+                row_tokens: Sequence[int] | None = None) -> None:
+        """Count one model call. ``owners``: the image of each row (default: all rows the current image's).
+
+        A call shared by several images counts once for each of them, with its
+        time split by their share of the rows and its tokens by their own rows.
+        """
+        if owners is None:
+            owners = [self._current] * size if self._current is not None else []
+        if not owners:
+            return
+        share: dict[int, list] = {}
+        for i, img in enumerate(owners):
+            entry = share.setdefault(id(img), [img, 0, 0])
+            entry[1] += 1
+            entry[2] += row_tokens[i] if row_tokens is not None else 0
+        for img, rows, toks in share.values():
+            mine = toks if row_tokens is not None else tokens
+            part = seconds * rows / len(owners)
+            img.batches.append(BatchRecord(kind, size, mine, part))
+            img.stats.forward_passes += 1
+            img.stats.tokens += mine
+            img.stats.model_seconds += part
 
     # -- image bracketing ---------------------------------------------------------------
 
-    def begin_image(self, context: ImageContext) -> None:
-        super().begin_image(context)
-        self.batches = []
-        self._prefix = None
+    def _open_image(self, context: ImageContext, stats: AnswererStats) -> _Open:
         if context.image is None:
             raise AnswererError("the VLM answerer needs an image (ImageContext.image is None)")
         image = context.image
-        self._image = prepare_image(image.convert("RGB"), self.processor) if hasattr(image, "convert") else image
-        self.layout.set_preamble(context.preamble)  # every mode says it; the cached one encodes it once
+        image = prepare_image(image.convert("RGB"), self.processor) if hasattr(image, "convert") else image
+        return _Open(image, context.preamble, stats)
+
+    def _use(self, img: _Open) -> _Open:
+        """Make ``img`` the current image (its preamble in the layout): the single-image code then serves it."""
+        self._current = img
+        self.layout.set_preamble(img.preamble)  # every mode says it; the cached one encodes it once
+        return img
+
+    def begin_image(self, context: ImageContext) -> None:
+        super().begin_image(context)
+        self._open.pop(_SOLO, None)
+        img = self._open_image(context, self.stats)
+        self.batches = img.batches
+        self._open[_SOLO] = self._use(img)
         if self.mode == "cached":
-            self._encode_prefix()
+            self._encode_prefixes([img])
 
     def end_image(self) -> None:
         super().end_image()
-        self._image = None
-        self._prefix = None  # frees the KV cache
+        if self._open.pop(_SOLO, None) is self._current:
+            self._current = None  # frees the image and its KV cache
 
-    def _encode_prefix(self) -> None:
-        raw_ids = self.layout.ids(self.layout.prefix_text)
-        inputs = self._inputs(self.layout.prefix_text)
-        start = time.perf_counter()
-        self._prefix = pc.encode_prefix(self.model, inputs, raw_ids)
-        seconds = time.perf_counter() - start
-        self.stats.prefix_tokens = self._prefix.length
-        self.stats.prefix_seconds = seconds
-        self._record("prefix", 1, self._prefix.length, seconds)
+    @property
+    def _prefix(self) -> pc.Prefix | None:
+        return self._current.prefix if self._current is not None else None
+
+    def _encode_prefixes(self, images: list[_Open]) -> None:
+        """Encode the images' prefixes, images whose inputs have the same shapes in one batch."""
+        encoded, raw = [], []
+        for img in images:
+            self._use(img)
+            raw.append(self.layout.ids(self.layout.prefix_text))
+            encoded.append(self._inputs(self.layout.prefix_text))
+        for group in pc.same_shape_groups(encoded):
+            for part in self._chunks(group, self.max_images):
+                start = time.perf_counter()
+                inputs = pc.concat_inputs([encoded[i] for i in part])
+                prefixes = pc.encode_prefixes(self.model, inputs, [raw[i] for i in part])
+                seconds = time.perf_counter() - start
+                for i, prefix in zip(part, prefixes):
+                    img = images[i]
+                    img.prefix = prefix
+                    img.stats.prefix_tokens = prefix.length
+                    img.stats.prefix_seconds = seconds / len(part)
+                owners = [images[i] for i in part]
+                self._record("prefix", len(part), 0, seconds, owners, [p.length for p in prefixes])
 
     def _inputs(self, text: str) -> dict:
-        if self._image is None:
+        if self._current is None:
             raise AnswererError("begin_image() must be called before asking the VLM questions")
-        enc = self.processor(text=[text], images=[self._image], return_tensors="pt")
+        enc = self.processor(text=[text], images=[self._current.image], return_tensors="pt")
         return pc.to_device(dict(enc), self.model.device, self.model.dtype)
 
     def _suffix(self, prompt: str) -> list[int] | None:
-        """The question's own token ids after the cached prefix, or None to use the plain path."""
+        """The question's own token ids after the current image's cached prefix, or None to use the plain path."""
         try:
-            return self.layout.suffix_ids(prompt, self._prefix.raw_ids)
+            return self.layout.suffix_ids(prompt, self._current.prefix.raw_ids)
         except PromptSplitError as exc:
             self._fall_back(f"cannot share the prompt prefix ({exc})")
             return None
 
     def _cached(self) -> bool:
         return self.mode == "cached" and self._prefix is not None
+
+    # -- several images (explainer.answerers.base.MultiImageAnswerer) ---------------------
+
+    def begin_images(self, contexts: Mapping[int, ImageContext]) -> None:
+        """Open images under the engine's slots; in cached mode their prefixes are encoded together."""
+        new = {slot: self._open_image(ctx, AnswererStats()) for slot, ctx in contexts.items()}
+        clash = [s for s in new if s in self._open]
+        if clash:
+            raise AnswererError(f"image slot {clash[0]} is already open")
+        self._open.update(new)
+        if self.mode == "cached":
+            try:
+                self._encode_prefixes(list(new.values()))
+            except BaseException:
+                for slot in new:
+                    del self._open[slot]
+                raise
+
+    def end_images(self, slots: Sequence[int]) -> None:
+        for slot in slots:
+            if self._open.pop(slot, None) is self._current:
+                self._current = None
+
+    def image_stats(self, slot: int) -> AnswererStats:
+        return self._open[slot].stats
+
+    def _prepare(self, pairs: Sequence[tuple[int, Any]], prompt_of) -> list[list[int]] | None:
+        """Each pair's suffix ids on its own image's prefix, or None when the cached path is not available."""
+        if self.mode != "cached":
+            return None
+        rows: list[list[int]] = []
+        for slot, query in pairs:
+            self._use(self._open[slot])
+            row = self._suffix(prompt_of(query))
+            if row is None:
+                return None
+            rows.append(row)
+        return rows
+
+    def _one_by_one(self, method, pairs: Sequence[tuple[int, Any]]) -> list:
+        """The single-image path per image (plain and generate modes, and after a fall-back)."""
+        out: list = [None] * len(pairs)
+        by_slot: dict[int, list[int]] = {}
+        for i, (slot, _) in enumerate(pairs):
+            by_slot.setdefault(slot, []).append(i)
+        for slot, idx in by_slot.items():
+            self._use(self._open[slot])
+            for i, answer in zip(idx, method([pairs[i][1] for i in idx])):
+                out[i] = answer
+        return out
+
+    def yes_no_images(self, queries: Sequence[tuple[int, YesNoQuery]]) -> list[YesNoAnswer]:
+        queries = list(queries)
+        rows = self._prepare(queries, lambda q: q.prompt)
+        if rows is None:
+            return self._one_by_one(self.yes_no, queries)
+        return self._cached_yes_no([self._open[s] for s, _ in queries], rows)
+
+    def choose_images(self, queries: Sequence[tuple[int, ChoiceQuery]]) -> list[ChoiceAnswer]:
+        queries = list(queries)
+        rows = self._prepare(queries, lambda q: q.prompt)
+        if rows is None:
+            return self._one_by_one(self.choose, queries)
+        owners = [self._open[s] for s, _ in queries]
+        scored = self._cached_option_logprobs(owners, self._option_items(owners, [q for _, q in queries], rows))
+        return [_choice(q, scores) for (_, q), scores in zip(queries, scored)]
+
+    def follow_up_images(self, queries: Sequence[tuple[int, FollowUpQuery]]) -> list[FollowUpAnswer]:
+        queries = list(queries)
+        rows = self._prepare(queries, lambda q: q.prompt)
+        if rows is None:
+            return self._one_by_one(self.follow_up, queries)
+        return self._cached_follow_ups([self._open[s] for s, _ in queries], [q for _, q in queries], rows)
 
     # -- scoring helpers ------------------------------------------------------------------
 
@@ -207,8 +341,9 @@ class VLMAnswerer(AnswererBase):
         mass = torch.exp(both - torch.logsumexp(logits, 0))
         return float(torch.sigmoid(yes - no)), float(mass)
 
-    def _chunks(self, items: list) -> list[list]:
-        return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)]
+    def _chunks(self, items: list, size: int | None = None) -> list[list]:
+        size = size or self.max_batch
+        return [items[i : i + size] for i in range(0, len(items), size)]
 
     @torch.inference_mode()
     def _plain_logits(self, prompt: str, extra: Sequence[int] = ()) -> tuple[torch.Tensor, int, float]:
@@ -232,15 +367,20 @@ class VLMAnswerer(AnswererBase):
         rows = [self._suffix(q.prompt) for q in queries] if self._cached() else None
         if rows is None or not self._cached():
             return [self._plain_yes_no(q) for q in queries]
+        return self._cached_yes_no([self._current] * len(rows), rows)
+
+    def _cached_yes_no(self, owners: list[_Open], rows: list[list[int]]) -> list[YesNoAnswer]:
         answers: list[YesNoAnswer] = []
-        for chunk in self._chunks(rows):
+        for span in self._chunks(list(range(len(rows)))):
+            chunk = [rows[i] for i in span]
             start = time.perf_counter()
-            hidden, _, _ = pc.run_suffixes(self.model, self._prefix, chunk, self.pad_id)
+            hidden, _, _, _ = pc.run_suffixes(self.model, [owners[i].prefix for i in span], chunk, self.pad_id)
             last = torch.tensor([len(r) - 1 for r in chunk], device=hidden.device)
             with torch.inference_mode():
                 logits = self._lm_head(hidden[torch.arange(len(chunk), device=hidden.device), last])
             seconds = time.perf_counter() - start
-            self._record("yes_no", len(chunk), sum(map(len, chunk)), seconds)
+            self._record("yes_no", len(chunk), sum(map(len, chunk)), seconds, [owners[i] for i in span],
+                         [len(r) for r in chunk])
             for i, row in enumerate(chunk):
                 p_yes, mass = self._yes_no_from_logits(logits[i])
                 answers.append(YesNoAnswer(p_yes, mass, tokens=len(row), seconds=seconds / len(chunk)))
@@ -254,23 +394,29 @@ class VLMAnswerer(AnswererBase):
     # -- choices ------------------------------------------------------------------------
 
     def _option_logprobs(self, prompt: str, options: Sequence[str]) -> tuple[list[float], int, float]:
-        """Sum of each option's token log-probs after the prompt: (scores, tokens, seconds)."""
+        """Sum of each option's token log-probs after the prompt, uncached: (scores, tokens, seconds)."""
         opt_ids = [self.layout.answer_ids(prompt, o) for o in options]
-        suffix = self._suffix(prompt) if self._cached() else None
-        if suffix is None:
-            scores, tokens, seconds = [], 0, 0.0
-            for ids in opt_ids:
-                logits, n, s = self._plain_logits(prompt, ids)
-                scores.append(_sequence_logprob(logits[:-1], ids))
-                tokens, seconds = tokens + n, seconds + s
-            return scores, tokens, seconds
-        return self._cached_option_logprobs([(suffix, opt_ids)])[0]
+        scores, tokens, seconds = [], 0, 0.0
+        for ids in opt_ids:
+            logits, n, s = self._plain_logits(prompt, ids)
+            scores.append(_sequence_logprob(logits[:-1], ids))
+            tokens, seconds = tokens + n, seconds + s
+        return scores, tokens, seconds
 
-    def _cached_option_logprobs(self, items: list[tuple[list[int], list[list[int]]]]):
+    def _option_items(self, owners: list[_Open], queries: Sequence, rows: list[list[int]]):
+        """(suffix ids, ids of every option) per question; options are read from ``allowed`` or ``options``."""
+        items = []
+        for img, q, row in zip(owners, queries, rows):
+            self._use(img)
+            options = q.options if isinstance(q, ChoiceQuery) else q.allowed
+            items.append((row, [self.layout.answer_ids(q.prompt, o) for o in options]))
+        return items
+
+    def _cached_option_logprobs(self, owners: list[_Open], items: list[tuple[list[int], list[list[int]]]]):
         """Per question (scores, tokens, seconds), on two cache levels.
 
-        The question text runs once per question (one batched forward over the
-        image prefix); only the options' tokens are then fed, on a copy of that
+        The question text runs once per question (one batched forward over its
+        image's prefix); only the options' tokens are then fed, on a copy of that
         cache with its rows repeated per option. Re-running the question text
         for every option (ten class names behind a 40-token prompt) cost five
         times as much for the same numbers.
@@ -279,28 +425,31 @@ class VLMAnswerer(AnswererBase):
         for chunk in self._chunks(list(range(len(items)))):
             start = time.perf_counter()
             suffixes = [items[q][0] for q in chunk]
-            hidden, cache, mask = pc.run_suffixes(self.model, self._prefix, suffixes, self.pad_id)
-            tokens = sum(len(r) for r in suffixes)
+            hidden, cache, mask, layout = pc.run_suffixes(self.model, [owners[q].prefix for q in chunk], suffixes,
+                                                          self.pad_id)
+            per_row = [len(r) + sum(len(ids) - 1 for ids in items[q][1]) for r, q in zip(suffixes, chunk)]
             with torch.inference_mode():
                 last = torch.stack([hidden[b, len(r) - 1] for b, r in enumerate(suffixes)])
                 first = torch.log_softmax(self._lm_head(last).float(), -1)  # predicts each option's first token
                 cont = [(b, oi, ids) for b, q in enumerate(chunk) for oi, ids in enumerate(items[q][1]) if len(ids) > 1]
                 rest: dict[tuple[int, int], float] = {}
                 if cont:
-                    rest = self._option_continuations(cache, mask, suffixes, cont)
-                    tokens += sum(len(ids) - 1 for _, _, ids in cont)
-                    self.stats.forward_passes += 1  # the second level; _record counts the first
+                    rest = self._option_continuations(cache, mask, layout, suffixes, cont)
                 for b, q in enumerate(chunk):
                     for oi, ids in enumerate(items[q][1]):
                         results[q][0][oi] = float(first[b, ids[0]]) + rest.get((b, oi), 0.0)
             seconds = time.perf_counter() - start
-            self._record("choose", len(chunk), tokens, seconds)
+            chunk_owners = [owners[q] for q in chunk]
+            self._record("choose", len(chunk), sum(per_row), seconds, chunk_owners, per_row)
+            if cont:  # the second level is a forward pass of its own for every image in it
+                for img in {id(o): o for o in chunk_owners}.values():
+                    img.stats.forward_passes += 1
             for b, q in enumerate(chunk):
-                results[q][1] += len(suffixes[b]) + sum(len(ids) - 1 for ids in items[q][1])
+                results[q][1] += per_row[b]
                 results[q][2] += seconds / len(chunk)
         return [tuple(r) for r in results]
 
-    def _option_continuations(self, cache, mask, suffixes, cont) -> dict[tuple[int, int], float]:
+    def _option_continuations(self, cache, mask, layout: pc.Rows, suffixes, cont) -> dict[tuple[int, int], float]:
         """Log-probs of options' tokens after the first: feed ids[:-1] behind each question's own tokens."""
         rows = torch.tensor([b for b, _, _ in cont], device=mask.device)
         cache.batch_select_indices(rows)  # one cache row per (question, option); rows may repeat
@@ -311,13 +460,13 @@ class VLMAnswerer(AnswererBase):
             feed[i, : len(ids) - 1] = torch.tensor(ids[:-1], device=mask.device)
             new_mask[i, : len(ids) - 1] = 1
         # each row continues right after its own question text, whatever padding its batch had
-        starts = torch.tensor([self._prefix.length + len(suffixes[b]) for b, _, _ in cont], device=mask.device)
+        picked = layout.select(rows)
+        starts = picked.lengths + torch.tensor([len(suffixes[b]) for b, _, _ in cont], device=mask.device)
         out = self.model.model(
             input_ids=feed,
             attention_mask=torch.cat([mask[rows], new_mask], dim=1),
-            position_ids=pc.position_ids(self._prefix, starts, width),
-            past_key_values=cache,
-            use_cache=True,
+            position_ids=pc.position_ids(picked, starts, width),
+            **pc.cache_kwargs(self.model.model, cache),
         )
         hidden = out.last_hidden_state
         scores = {}
@@ -329,70 +478,71 @@ class VLMAnswerer(AnswererBase):
         queries = list(queries)
         if self.mode == "generate":
             return [self._generate_choice(q) for q in queries]
-        scored = self._score_options([(q.prompt, q.options) for q in queries])
-        answers = []
-        for q, (scores, tokens, seconds) in zip(queries, scored):
-            probs = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
-            answers.append(ChoiceAnswer(dict(zip(q.options, probs)), tokens=tokens, seconds=seconds))
-        return answers
+        scored = self._score_options(queries)
+        return [_choice(q, scores) for q, scores in zip(queries, scored)]
 
-    def _score_options(self, items: list[tuple[str, Sequence[str]]]):
-        if not items:
+    def _score_options(self, queries: list) -> list:
+        """(scores, tokens, seconds) per query over its ``options`` (choices) or ``allowed`` words (follow-ups)."""
+        if not queries:
             return []
         if self._cached():
-            suffixes = [self._suffix(prompt) for prompt, _ in items]
+            suffixes = [self._suffix(q.prompt) for q in queries]
             if self._cached():  # no fall-back happened while splitting
-                prepared = [
-                    (s, [self.layout.answer_ids(prompt, o) for o in options])
-                    for s, (prompt, options) in zip(suffixes, items)
-                ]
-                return self._cached_option_logprobs(prepared)
-        return [self._option_logprobs(prompt, options) for prompt, options in items]
+                owners = [self._current] * len(queries)
+                return self._cached_option_logprobs(owners, self._option_items(owners, queries, suffixes))
+        return [self._option_logprobs(q.prompt, q.options if isinstance(q, ChoiceQuery) else q.allowed)
+                for q in queries]
 
     # -- follow-ups ------------------------------------------------------------------------
 
     def follow_up(self, queries: Sequence[FollowUpQuery]) -> list[FollowUpAnswer]:
         queries = list(queries)
-        answers: list[FollowUpAnswer | None] = [None] * len(queries)
         if self.mode == "generate":
             return [self._generate_follow_up(q) for q in queries]
-        # Restricted answers: score the allowed words like options and keep the best.
-        restricted = [i for i, q in enumerate(queries) if q.allowed]
-        scored = self._score_options([(queries[i].prompt, queries[i].allowed) for i in restricted])
-        for i, (scores, tokens, seconds) in zip(restricted, scored):
-            best = max(range(len(scores)), key=scores.__getitem__)
-            answers[i] = FollowUpAnswer(queries[i].allowed[best], tokens=tokens, seconds=seconds)
-        free = [i for i, q in enumerate(queries) if not q.allowed]
-        if free:
-            texts = self._greedy([queries[i] for i in free])
-            for i, (text, tokens, seconds) in zip(free, texts):
-                answer = sentence(text) if queries[i].free_text else first_word(text)
-                answers[i] = FollowUpAnswer(answer, tokens=tokens, seconds=seconds)
-        return answers  # type: ignore[return-value]
-
-    def _greedy(self, queries: list[FollowUpQuery]) -> list[tuple[str, int, float]]:
         if self._cached():
             rows = [self._suffix(q.prompt) for q in queries]
             if self._cached():
-                out = []
-                for chunk in self._chunks(list(zip(queries, rows))):
-                    out.extend(self._cached_greedy([q for q, _ in chunk], [r for _, r in chunk]))
-                return out
-        return [self._plain_greedy(q) for q in queries]
+                return self._cached_follow_ups([self._current] * len(queries), queries, rows)
+        answers: list[FollowUpAnswer | None] = [None] * len(queries)
+        restricted = [i for i, q in enumerate(queries) if q.allowed]
+        for i, scores in zip(restricted, self._score_options([queries[i] for i in restricted])):
+            answers[i] = _best_word(queries[i], scores)
+        for i, q in enumerate(queries):
+            if not q.allowed:
+                text, tokens, seconds = self._plain_greedy(q)
+                answers[i] = FollowUpAnswer(sentence(text) if q.free_text else first_word(text), tokens, seconds)
+        return answers  # type: ignore[return-value]
+
+    def _cached_follow_ups(self, owners: list[_Open], queries: list[FollowUpQuery], rows: list[list[int]]):
+        """Restricted answers scored like options (keep the best); free ones by batched greedy decoding."""
+        answers: list[FollowUpAnswer | None] = [None] * len(queries)
+        restricted = [i for i, q in enumerate(queries) if q.allowed]
+        if restricted:
+            sub = [owners[i] for i in restricted]
+            items = self._option_items(sub, [queries[i] for i in restricted], [rows[i] for i in restricted])
+            for i, scores in zip(restricted, self._cached_option_logprobs(sub, items)):
+                answers[i] = _best_word(queries[i], scores)
+        free = [i for i, q in enumerate(queries) if not q.allowed]
+        for span in self._chunks(free):
+            texts = self._cached_greedy([queries[i] for i in span], [rows[i] for i in span], [owners[i] for i in span])
+            for i, (text, tokens, seconds) in zip(span, texts):
+                answers[i] = FollowUpAnswer(sentence(text) if queries[i].free_text else first_word(text), tokens, seconds)
+        return answers
 
     @torch.inference_mode()
-    def _cached_greedy(self, queries: list[FollowUpQuery], rows: list[list[int]]):
-        """Batched greedy decoding on the prefix cache; rows keep their own positions despite padding."""
+    def _cached_greedy(self, queries: list[FollowUpQuery], rows: list[list[int]], owners: list[_Open] | None = None):
+        """Batched greedy decoding on the prefix caches; rows keep their own positions despite padding."""
+        owners = owners or [self._current] * len(rows)
         steps = max(q.max_new_tokens for q in queries)
         start = time.perf_counter()
-        hidden, cache, mask = pc.run_suffixes(self.model, self._prefix, rows, self.pad_id)
+        hidden, cache, mask, layout = pc.run_suffixes(self.model, [o.prefix for o in owners], rows, self.pad_id)
         n = len(rows)
         lens = torch.tensor([len(r) for r in rows], device=hidden.device)
         logits = self._lm_head(hidden[torch.arange(n, device=hidden.device), lens - 1])
-        self._record("follow_up", n, int(lens.sum()), time.perf_counter() - start)
+        self._record("follow_up", n, int(lens.sum()), time.perf_counter() - start, owners, [len(r) for r in rows])
         generated: list[list[int]] = [[] for _ in rows]
         done = [False] * n
-        starts = self._prefix.length + lens
+        starts = layout.lengths + lens
         for step in range(steps):
             nxt = logits.argmax(-1)
             for i in range(n):
@@ -407,9 +557,9 @@ class VLMAnswerer(AnswererBase):
             if all(done) or step == steps - 1:
                 break
             t0 = time.perf_counter()
-            h, mask = pc.decode_step(self.model, self._prefix, cache, mask, nxt, starts + step)
+            h, mask = pc.decode_step(self.model, layout, cache, mask, nxt, starts + step)
             logits = self._lm_head(h)
-            self._record("decode", n, n, time.perf_counter() - t0)
+            self._record("decode", n, n, time.perf_counter() - t0, owners, [1] * n)
         seconds = time.perf_counter() - start
         tok = self.layout.tokenizer
         return [
@@ -467,6 +617,18 @@ class VLMAnswerer(AnswererBase):
     def _generate_follow_up(self, query: FollowUpQuery) -> FollowUpAnswer:
         text, tokens, seconds = self._generate_text(query.prompt, query.max_new_tokens)
         return FollowUpAnswer(sentence(text) if query.free_text else first_word(text), tokens=tokens, seconds=seconds)
+
+
+def _choice(query: ChoiceQuery, scored) -> ChoiceAnswer:
+    scores, tokens, seconds = scored
+    probs = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
+    return ChoiceAnswer(dict(zip(query.options, probs)), tokens=tokens, seconds=seconds)
+
+
+def _best_word(query: FollowUpQuery, scored) -> FollowUpAnswer:
+    scores, tokens, seconds = scored
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return FollowUpAnswer(query.allowed[best], tokens=tokens, seconds=seconds)
 
 
 def _extend(inputs: dict, extra: Sequence[int]) -> dict:

@@ -11,7 +11,11 @@ Batching: the prefix cache is copied and repeated B times
 (``DynamicCache.batch_repeat_interleave``), suffixes are right-padded, the
 attention mask is prefix ones + suffix mask, and position ids are passed
 explicitly so every row's real tokens sit at ``P, P+1, ...`` whatever the
-padding. Qwen2-VL uses multimodal rotary positions: text after the image is at
+padding. Rows of one batch may belong to different images (several images
+walked together): their prefix caches are stacked, each padded after its end to
+the longest and masked there, and each row's positions follow its own prefix.
+Several images are encoded in one pass when their prefixes have the same
+shapes (no padding, so nothing changes for any of them). Qwen2-VL uses multimodal rotary positions: text after the image is at
 ``index + rope_deltas`` on all three axes, with ``rope_deltas`` read from the
 prefix pass.
 """
@@ -60,6 +64,26 @@ class Prefix:
     extras: dict = field(default_factory=dict)
 
 
+@dataclass
+class Rows:
+    """Where each row of a batch stands: its own image's prefix length and (M-RoPE) position offset.
+
+    Rows of one batch may sit on different images' prefixes (walking several
+    images together): the stacked cache is as wide as the longest prefix, a
+    shorter one is padded after its end and masked out, and every row's own
+    tokens take positions ``length, length + 1, ...`` of its own prefix.
+    """
+
+    positions: str  # "linear" or "mrope"
+    lengths: torch.Tensor  # (B,) prefix length per row
+    deltas: torch.Tensor | None = None  # (B,) M-RoPE offset per row
+    width: int = 0  # the stacked prefix width (longest prefix)
+
+    def select(self, rows: torch.Tensor) -> "Rows":
+        deltas = None if self.deltas is None else self.deltas[rows]
+        return Rows(self.positions, self.lengths[rows], deltas, self.width)
+
+
 def to_device(inputs: dict, device, dtype) -> dict:
     out = {}
     for key, value in inputs.items():
@@ -71,37 +95,131 @@ def to_device(inputs: dict, device, dtype) -> dict:
     return out
 
 
+_CACHE_ARG: dict[type, str] = {}
+
+
+def cache_kwargs(module, cache) -> dict:
+    """``{"cache": cache}`` where the installed transformers takes it, else ``{"past_key_values": cache}``.
+
+    transformers renamed the argument (``past_key_values`` is deprecated for
+    Idefics3Model.forward and the other VLM models, to be removed in 5.40);
+    older releases only know ``past_key_values``. Read from the signature once per class.
+    """
+    kind = type(module)
+    if kind not in _CACHE_ARG:
+        import inspect
+
+        try:
+            params = inspect.signature(kind.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a forward without a signature
+            params = {}
+        _CACHE_ARG[kind] = "cache" if "cache" in params else "past_key_values"
+    return {_CACHE_ARG[kind]: cache, "use_cache": True}
+
+
 @torch.inference_mode()
 def encode_prefix(model, inputs: dict, raw_ids: list[int]) -> Prefix:
     """Run the prefix (with the image) through the model and keep its KV cache."""
+    return encode_prefixes(model, inputs, [raw_ids])[0]
+
+
+@torch.inference_mode()
+def encode_prefixes(model, inputs: dict, raw_ids: list[list[int]]) -> list[Prefix]:
+    """Encode B prefixes of the same length (a batch of images, no padding) in one pass; one Prefix per row.
+
+    Rows never pad: images whose prefixes differ in length go in different
+    calls (see :func:`same_shape_groups`), so each row's keys are exactly what
+    it gets alone.
+    """
     from transformers import DynamicCache
 
     model_type = model.config.model_type
     cache = DynamicCache(config=model.config)
     base = model.model
     if hasattr(base, "rope_deltas"):
-        base.rope_deltas = None  # force a fresh M-RoPE index for this image
-    base(**inputs, past_key_values=cache, use_cache=True)
+        base.rope_deltas = None  # force a fresh M-RoPE index for these images
+    base(**inputs, **cache_kwargs(base, cache))
     positions = EXACT_REUSE.get(model_type, "linear")
-    rope_deltas = None
-    if positions == "mrope":
-        rope_deltas = base.rope_deltas.detach().clone()
-    return Prefix(
-        cache=cache,
-        length=int(inputs["input_ids"].shape[1]),
-        raw_ids=raw_ids,
-        positions=positions,
-        rope_deltas=rope_deltas,
-    )
+    deltas = base.rope_deltas.detach().clone() if positions == "mrope" else None
+    length = int(inputs["input_ids"].shape[1])
+    if len(raw_ids) == 1:
+        return [Prefix(cache=cache, length=length, raw_ids=raw_ids[0], positions=positions, rope_deltas=deltas)]
+    out = []
+    for b, ids in enumerate(raw_ids):
+        row = copy.deepcopy(cache)
+        row.batch_select_indices(torch.tensor([b], device=model.device))
+        delta = None if deltas is None else deltas.reshape(-1)[b].reshape(1, 1)
+        out.append(Prefix(cache=row, length=length, raw_ids=ids, positions=positions, rope_deltas=delta))
+    return out
 
 
-def position_ids(prefix: Prefix, starts: torch.Tensor, length: int) -> torch.Tensor:
-    """Positions of ``length`` new tokens per row, row ``i`` starting at ``starts[i]`` (absolute index)."""
+def same_shape_groups(encoded: list[dict]) -> list[list[int]]:
+    """Indices of processor outputs that can be concatenated along dim 0 without padding."""
+    groups: dict[tuple, list[int]] = {}
+    for i, enc in enumerate(encoded):
+        key = tuple(sorted((k, tuple(v.shape[1:]), str(v.dtype)) for k, v in enc.items() if isinstance(v, torch.Tensor)))
+        groups.setdefault(key + (int(enc["input_ids"].shape[1]),), []).append(i)
+    return list(groups.values())
+
+
+def concat_inputs(encoded: list[dict]) -> dict:
+    """One batch from single-image processor outputs of the same shapes (every tensor stacks on dim 0:
+    batch-major inputs and Qwen2-VL's flattened patches with their grid rows alike)."""
+    first = encoded[0]
+    return {k: torch.cat([e[k] for e in encoded], 0) if isinstance(v, torch.Tensor) else v for k, v in first.items()}
+
+
+def position_ids(rows: Rows, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """Positions of ``length`` new tokens per row, row ``i`` starting at ``starts[i]`` (index in its own prefix)."""
     pos = starts[:, None] + torch.arange(length, device=starts.device)[None, :]
-    if prefix.positions == "mrope":
-        delta = prefix.rope_deltas.to(pos.device).reshape(-1)[0]
-        return (pos + delta)[None].expand(3, -1, -1)
+    if rows.positions == "mrope":
+        return (pos + rows.deltas.to(pos.device)[:, None])[None].expand(3, -1, -1)
     return pos
+
+
+def stacked_cache(model, prefixes: list[Prefix]):
+    """A fresh cache whose row ``i`` holds ``prefixes[i]`` (right-padded to the longest), its mask and :class:`Rows`.
+
+    The prefixes' own caches stay intact. Rows that share a prefix object share
+    its keys (gathered by index, one copy per row as batching needs).
+    """
+    from transformers import DynamicCache
+
+    device = model.device
+    unique: list[Prefix] = []
+    index: dict[int, int] = {}
+    for p in prefixes:
+        if id(p) not in index:
+            index[id(p)] = len(unique)
+            unique.append(p)
+    pick = torch.tensor([index[id(p)] for p in prefixes], device=device)
+    lengths = torch.tensor([p.length for p in prefixes], dtype=torch.long, device=device)
+    width = max(p.length for p in unique)
+    positions = unique[0].positions
+    deltas = None
+    if positions == "mrope":
+        deltas = torch.stack([p.rope_deltas.to(device).reshape(-1)[0] for p in prefixes])
+    if len(unique) == 1:
+        cache = copy.deepcopy(unique[0].cache)
+        if len(prefixes) > 1:
+            cache.batch_repeat_interleave(len(prefixes))
+    else:
+        cache = DynamicCache(config=model.config)
+        for layer_idx, layers in enumerate(zip(*(p.cache.layers for p in unique))):
+            keys = _pad_stack([layer.keys for layer in layers], width)
+            values = _pad_stack([layer.values for layer in layers], width)
+            cache.update(keys[pick], values[pick], layer_idx)
+    mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+    return cache, mask, Rows(positions, lengths, deltas, width)
+
+
+def _pad_stack(tensors: list[torch.Tensor], width: int) -> torch.Tensor:
+    """(1, H, L_i, D) tensors → (N, H, width, D), zeros after each one's end (masked out)."""
+    first = tensors[0]
+    out = first.new_zeros((len(tensors), first.shape[1], width, first.shape[3]))
+    for i, t in enumerate(tensors):
+        out[i, :, : t.shape[2]] = t[0]
+    return out
 
 
 def repeated_cache(prefix: Prefix, batch: int):
@@ -113,43 +231,41 @@ def repeated_cache(prefix: Prefix, batch: int):
 
 
 @torch.inference_mode()
-def run_suffixes(model, prefix: Prefix, rows: list[list[int]], pad_id: int):
-    """One batched forward of right-padded ``rows`` on a copy of the prefix cache.
+def run_suffixes(model, prefix: Prefix | list[Prefix], rows: list[list[int]], pad_id: int):
+    """One batched forward of right-padded ``rows``, row ``i`` on its prefix (one Prefix for all, or one per row).
 
-    Returns ``(hidden, cache, mask)``: last-layer hidden states ``(B, S, H)``
-    (apply the LM head only to the positions you need), the grown cache and
-    the attention mask so far, for further decoding steps.
+    Returns ``(hidden, cache, mask, layout)``: last-layer hidden states ``(B, S, H)``
+    (apply the LM head only to the positions you need), the grown cache, the
+    attention mask so far and the rows' :class:`Rows`, for further decoding steps.
     """
     device = model.device
+    prefixes = prefix if isinstance(prefix, list) else [prefix] * len(rows)
     batch = len(rows)
     width = max(len(r) for r in rows)
+    cache, prefix_mask, layout = stacked_cache(model, prefixes)
     ids = torch.full((batch, width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((batch, prefix.length + width), dtype=torch.long, device=device)
-    mask[:, : prefix.length] = 1
+    suffix_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long, device=device)
-        mask[i, prefix.length : prefix.length + len(row)] = 1
-    starts = torch.full((batch,), prefix.length, dtype=torch.long, device=device)
-    cache = repeated_cache(prefix, batch)
+        suffix_mask[i, : len(row)] = 1
+    mask = torch.cat([prefix_mask, suffix_mask], dim=1)
     out = model.model(
         input_ids=ids,
         attention_mask=mask,
-        position_ids=position_ids(prefix, starts, width),
-        past_key_values=cache,
-        use_cache=True,
+        position_ids=position_ids(layout, layout.lengths, width),
+        **cache_kwargs(model.model, cache),
     )
-    return out.last_hidden_state, cache, mask
+    return out.last_hidden_state, cache, mask, layout
 
 
 @torch.inference_mode()
-def decode_step(model, prefix: Prefix, cache, mask: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor):
-    """Feed one new token per row (``tokens`` shape (B,)) at absolute positions ``starts``."""
+def decode_step(model, layout: Rows, cache, mask: torch.Tensor, tokens: torch.Tensor, starts: torch.Tensor):
+    """Feed one new token per row (``tokens`` shape (B,)) at positions ``starts`` (index in each row's prefix)."""
     mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
     out = model.model(
         input_ids=tokens[:, None],
         attention_mask=mask,
-        position_ids=position_ids(prefix, starts, 1),
-        past_key_values=cache,
-        use_cache=True,
+        position_ids=position_ids(layout, starts, 1),
+        **cache_kwargs(model.model, cache),
     )
     return out.last_hidden_state[:, -1], mask
