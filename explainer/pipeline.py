@@ -21,6 +21,12 @@ from explainer.trees.compiler import CompiledTree, default_tree_path
 from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX  # one wording for `explain` and `tree walk`
 
 STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
+# Images walked together (--batch-images) when not given, per device. CPU 1: on the 2-core CPU this project
+# measured, plain batching cost 10-20% per image (compute-bound: batching adds padding and copies and has no idle
+# units to fill); GPU 16: a GPU is kept busy by many images' questions at once. `explain bench throughput` measures
+# images/s at every K; set these from its table (bench/gpu.sh for the GPU).
+DEFAULT_BATCH_IMAGES = {"cpu": 1, "cuda": 16}
+MAX_BATCH_IMAGES = 256
 
 
 @dataclass
@@ -41,6 +47,7 @@ class PipelineOptions:
     calibration: str | None = None  # a calibration YAML from `explain calibrate` (per-node P(yes) rescaling)
     ask_all: bool = False  # also ask (and record) the questions the gates skipped
     include_paths: tuple[str, ...] = ()  # folders besides the tree's own that its includes may come from
+    batch_images: int | None = None  # images walked together; None: DEFAULT_BATCH_IMAGES of the device
 
 
 @dataclass
@@ -125,6 +132,13 @@ class Pipeline:
             on_note(note)
         return cls(options, answerer, note, tree)
 
+    @property
+    def batch_images(self) -> int:
+        if self.options.batch_images is not None:
+            return self.options.batch_images
+        device = getattr(getattr(self.answerer, "model", None), "device", None)
+        return DEFAULT_BATCH_IMAGES["cuda" if getattr(device, "type", "cpu") == "cuda" else "cpu"]
+
     def explain(self, images: list[LoadedImage]) -> list[ImageReport]:
         reports = [ImageReport(file=str(li.path), index=image_index(li.path), notes=list(li.notes), tree=self.tree.name,
                                calibration=self.calibration.describe() if self.calibration else None)
@@ -137,7 +151,8 @@ class Pipeline:
         masks = self.masker.predict([d.sr_image for d in detections])
         from masks import region_of_box
 
-        for li, report, det, mask in zip(images, reports, detections, masks):
+        walks: list[tuple[int, ImageContext, dict[str, str]]] = []
+        for i, (li, report, det, mask) in enumerate(zip(images, reports, detections, masks)):
             report.verdict, report.p_fake, report.sr_method = det.verdict, det.p_fake, det.sr_method
             report.roi_box = list(det.roi_box) if det.roi_box else None
             report.mask_method = mask.method
@@ -161,19 +176,27 @@ class Pipeline:
                 report.region = scope.get("region")
                 self._probes_only(report, context)
                 continue
-            walk = TreeRunner(self.tree, self.answerer, self.options.max_steps, self.calibration).run(context, scope=scope)
-            self._fill(report, walk)
-            # What the model answerer decided on its own (splitting off, a fall-back path, token choices):
-            # every record says it, so a record read alone is not misread.
-            report.notes += [f"VLM: {n}" for n in getattr(self.answerer, "notes", [])]
-            if self.options.ask_all:
-                from explainer.quality.askall import ask_skipped
+            walks.append((i, context, scope))
+        if walks:
+            # K images walked together; each image's walk is the one it gets alone (tests/test_multi_image_walk.py)
+            runner = TreeRunner(self.tree, self.answerer, self.options.max_steps, self.calibration)
+            items = [(context, scope) for _, context, scope in walks]
+            for k, walk in runner.run_many(items, batch_images=self.batch_images):
+                i, context, scope = walks[k]
+                report = reports[i]
+                self._fill(report, walk)
+                # What the model answerer decided on its own (splitting off, a fall-back path, token choices):
+                # every record says it, so a record read alone is not misread.
+                report.notes += [f"VLM: {n}" for n in getattr(self.answerer, "notes", [])]
+                if self.options.ask_all:
+                    from explainer.quality.askall import ask_skipped
 
-                extra = ask_skipped(self.tree, self.answerer, context, walk, scope, self.calibration)
-                report.questions += extra
-                report.counts["asked_beyond_walk"] = len(extra)
-            if self.options.explain_with_vlm and report.findings:
-                self._vlm_sentences(report, context)
+                    extra = ask_skipped(self.tree, self.answerer, context, walk, scope, self.calibration)
+                    report.questions += extra
+                    report.counts["asked_beyond_walk"] = len(extra)
+            for i, context, _ in walks:
+                if self.options.explain_with_vlm and reports[i].findings:
+                    self._vlm_sentences(reports[i], context)
         return reports
 
     def _vlm_sentences(self, report: ImageReport, context: ImageContext) -> None:
@@ -226,7 +249,7 @@ class Pipeline:
         report.questions += question_records(walk)
         report.counts = {"yes_no": walk.yes_no, "choices": walk.choices, "follow_ups": walk.follow_ups,
                          "inferred": walk.inferred, "probes": walk.probes, "rounds": walk.rounds}
-        stats = getattr(self.answerer, "stats", None)
+        stats = walk.stats
         report.timings["questions"] = walk.seconds
         if stats is not None:
             report.timings["vlm_prefix"] = stats.prefix_seconds

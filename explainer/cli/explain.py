@@ -29,7 +29,7 @@ from explainer.outputs.view import render_report
 SETTINGS: dict[str, tuple[type, Any]] = {
     "tree": (str, None), "strategy": (str, "tree"), "vlm": (str, None), "detector": (str, None),
     "sr": (str, None), "mask": (str, None), "device": (str, "auto"), "quantize": (str, None),
-    "batch_size": (int, 32), "max_steps": (int, 2000), "calibration": (str, None),
+    "batch_size": (int, 32), "max_steps": (int, 2000), "calibration": (str, None), "batch_images": (int, None),
     "engine": (str, "local"), "ray_address": (str, None), "workers": (int, 2), "worker_cpus": (float, None),
     "worker_gpus": (float, 0.0),
 }
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="write an HTML report here: one page per image and index.html")
     p.add_argument("--resume", action="store_true", help="continue a run in --out DIR, skipping images already done")
     p.add_argument("--batch-size", type=int, help="images per detector batch (default 32)")
+    p.add_argument("--batch-images", type=int, metavar="K",
+                   help="images walked together: each round is one forward pass over the ready questions of K "
+                        "images (default per device: 1 on a CPU, 16 on a GPU; see `explain bench throughput`)")
     p.add_argument("--max-steps", type=int, help="step limit of one walk (default 2000)")
     p.add_argument("--engine", choices=("local", "ray"), help="local (default): this process; ray: a Ray cluster")
     p.add_argument("--ray-address", metavar="ADDR",
@@ -122,6 +125,10 @@ def _resolve_settings(args: argparse.Namespace) -> None:
         raise UsageError(f"engine must be 'local' or 'ray', not {args.engine!r}")
     if args.engine != "ray" and ray_flags:
         raise UsageError(f"--{ray_flags[0].replace('_', '-')} needs --engine ray")
+    from explainer.pipeline import MAX_BATCH_IMAGES
+
+    if args.batch_images is not None and not 1 <= args.batch_images <= MAX_BATCH_IMAGES:
+        raise UsageError(f"--batch-images must be between 1 and {MAX_BATCH_IMAGES}, not {args.batch_images}")
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -147,7 +154,8 @@ def run_explain(args: argparse.Namespace) -> int:
     options = PipelineOptions(
         tree=args.tree, include_paths=tuple(args.include_path), strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
         sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps,
-        explain_with_vlm=args.explain_with_vlm, calibration=args.calibration, ask_all=args.ask_all)
+        explain_with_vlm=args.explain_with_vlm, calibration=args.calibration, ask_all=args.ask_all,
+        batch_images=args.batch_images)
 
     def on_note(note: str) -> None:
         err.print(f"[yellow]note:[/] {note}")
