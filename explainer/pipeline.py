@@ -107,6 +107,8 @@ class Pipeline:
 
             self.calibration = load_calibration(options.calibration)
             self.calibration.check_tree(self.tree)
+        if hasattr(answerer, "max_batch"):  # room in one forward for the questions of K images (1-8 each per round)
+            answerer.max_batch = max(answerer.max_batch, 8 * self.batch_images)
 
     @classmethod
     def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from explainer.bench import OracleDriven
 from explainer.answerers.base import YesNoQuery
 from explainer.answerers.oracle import OracleAnswerer
@@ -47,3 +49,37 @@ def test_full_detector_stage_builds_the_seed_architectures():
     stage = full_detector_stage("cpu")
     assert stage.sr.method == "rrdbnet" and stage.classifier is not None
     assert stage.classifier.config.backbone == "densenet121"
+
+
+def test_bench_throughput_grid_plot_and_growth(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path / "m"), "--batch-images",
+                 "2,1", "--images", "3", "--growth", "70,280", "--growth-samples", "30", "--out-dir", str(out),
+                 "--markdown"])
+    assert code == 0
+    md = capsys.readouterr().out
+    assert md.startswith("| --batch-images | images | images/s |") and "| catalogue | questions / image |" in md
+    blob = json.loads((out / "throughput.json").read_text())
+    points = {(p["batch_images"], p["images"]): p for p in blob["points"]}
+    assert set(points) == {(1, 3), (2, 3)}
+    for p in points.values():
+        assert p["images_per_second"] == pytest.approx(3 / p["seconds"])
+        assert 0 < p["p50_seconds"] <= p["p95_seconds"] and p["peak_rss_mib"] > 50
+        assert 5 <= p["questions"] <= 40 and p["peak_gpu_mib"] is None
+    # the same images and answers at both K: the same questions
+    assert points[(1, 3)]["questions"] == points[(2, 3)]["questions"]
+    assert points[(1, 3)]["speedup"] == 1.0
+    assert blob["best_batch_images"] in (1, 2)
+    growth = {g["artifacts"]: g for g in blob["growth"]}
+    assert set(growth) == {70, 280} and growth[70]["ratio_to_smallest"] == 1.0
+    # four times the catalogue, far less than four times the questions
+    assert 1.0 < growth[280]["ratio_to_smallest"] < 2.5
+    assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 1 | 3 |" in (out / "throughput.md").read_text()
+
+
+def test_bench_throughput_refuses_bad_lists(tmp_path, capsys):
+    assert main(["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path), "--batch-images", "0,2"]) == 2
+    assert "--batch-images: every value must be between 1 and 256" in capsys.readouterr().err
+    assert main(["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path), "--images", "x"]) == 2
+    assert "--images is a comma-separated list of integers" in capsys.readouterr().err

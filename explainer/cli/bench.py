@@ -69,13 +69,116 @@ def strategy_table(report) -> Table:
     return table
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
+def _int_list(text: str, what: str, low: int = 1, high: int = 4096) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} is a comma-separated list of integers, not {text!r}") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise UsageError(f"{what}: every value must be between {low} and {high} ({text!r})")
+    return sorted(set(values))
+
+
+def cmd_throughput(args: argparse.Namespace) -> int:
+    from explainer.benchmarks.throughput import plot_throughput, run_throughput
+    from explainer.safe_io import atomic_write_text
+
+    batches = _int_list(args.batch_images, "--batch-images", 1, 256)
+    counts = _int_list(args.images, "--images", 1, 100000)
+    sizes = _int_list(args.growth, "--growth", 1, 5000) if args.growth else []
+    path = _model_path(args)
+    progress = lambda m: _err.print(f"[dim]{m}[/]")  # noqa: E731
+    report = run_throughput(path, batch_images=batches, images=counts, device=args.device, dtype=args.dtype,
+                            quantize=args.quantize, seed=args.seed, growth=sizes,
+                            growth_dir=str(Path(args.out_dir or args.models_dir) / "generated-trees"),
+                            growth_samples=args.growth_samples, growth_timed=args.growth_timed, on_progress=progress)
+    tables = [throughput_table(report)] + ([growth_table(report)] if report.growth else [])
+    console = Console(highlight=False)
+    for table in tables:
+        if args.markdown:
+            print(table.markdown() + "\n")
+        else:
+            console.print(table.rich())
+            console.print(table.footer)
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "throughput.json", json.dumps(report.to_dict(), indent=2))
+        atomic_write_text(out / "throughput.md", "\n\n".join(t.markdown() for t in tables) + "\n")
+        plot_throughput(report, out / "throughput.png")
+        _err.print(f"wrote {out / 'throughput.json'}, throughput.md and throughput.png")
+    return 0
+
+
+def throughput_table(report) -> Table:
+    m = report.model
+    best = report.best
+    gpu = any(p.peak_gpu_mib is not None for p in report.points)
+    table = Table(
+        title="throughput",
+        headers=["--batch-images", "images", "images/s", "× K=1", "p50 s / image", "p95 s / image", "questions / image",
+                 "model s / image", "outside the model", "peak RSS MiB"] + (["peak GPU MiB"] if gpu else []),
+        footer=(f"{m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, {m['dtype']}"
+                + (f" ({m['quantize']})" if m.get("quantize") else "")
+                + f"; {report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
+                f"{report.machine['torch']}, transformers {report.machine['transformers']}; oracle-opened branches "
+                f"(p = {report.settings['p_artifact']:.3f}); detector stage (not in the table) "
+                f"{report.detector_seconds:.3f} s / image; best K here: {best.batch_images if best else '-'}."))
+    for p in report.points:
+        row = [p.batch_images, p.images, f"{p.images_per_second:.3f}", f"{p.speedup:.2f}", f"{p.p50_seconds:.3f}",
+               f"{p.p95_seconds:.3f}", f"{p.questions:.1f}", f"{p.model_seconds:.3f}",
+               f"{100 * p.overhead_fraction:.1f}%", f"{p.peak_rss_mib:.0f}"]
+        if gpu:
+            row.append("-" if p.peak_gpu_mib is None else f"{p.peak_gpu_mib:.0f}")
+        table.add(*[str(c) for c in row])
+    return table
+
+
+def growth_table(report) -> Table:
+    timed = any(g.seconds is not None for g in report.growth)
+    table = Table(
+        title="cost growth",
+        headers=["catalogue", "questions / image", "× smallest", "rounds (mean)", "rounds (max)"]
+        + (["s / image"] if timed else []),
+        footer=("generated trees of the shipped tree's shape (a region question, gates of 4, nested one level "
+                "deeper when a region would have more than 6 gates); 2.4 artifacts per image at every size; "
+                "questions counted with the oracle" + (", seconds with the model at K=1" if timed else "") + "."))
+    for g in report.growth:
+        row = [g.artifacts, f"{g.questions:.2f}", f"{g.ratio_to_smallest:.2f}", f"{g.rounds:.2f}", g.depth]
+        if timed:
+            row.append("-" if g.seconds is None else f"{g.seconds:.3f}")
+        table.add(*[str(c) for c in row])
+    return table
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--vlm", metavar="ID_OR_PATH", help="a real model (default: build --arch with random weights)")
     src.add_argument("--arch", default="smolvlm-256m", choices=("smolvlm-256m", "idefics3", "llava", "qwen2_vl", "qwen2_5_vl"),
                      help="random-weight model to build: real-size SmolVLM-256M or a tiny test model")
     p.add_argument("--models-dir", default="runs/bench-models", help="where built models are kept between runs")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("throughput", help="images/s when K images are walked together; cost growth with the catalogue")
+    _model_options(t)
+    t.add_argument("--batch-images", default="1,2,4,8,16,32", help="comma-separated K values (default 1,2,4,8,16,32)")
+    t.add_argument("--images", default="16", help="comma-separated image counts (default 16)")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    t.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the device's")
+    t.add_argument("--quantize", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--growth", default="70,140,280",
+                   help="catalogue sizes for the cost-growth table (generated trees); empty to skip")
+    t.add_argument("--growth-samples", type=int, default=400, help="oracle walks per catalogue size")
+    t.add_argument("--growth-timed", type=int, default=0, metavar="N",
+                   help="also time N images per catalogue size with the model (K=1)")
+    t.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    t.add_argument("--out-dir", metavar="DIR", help="write throughput.json, throughput.md and throughput.png here")
+    t.set_defaults(func=cmd_throughput)
+
+    p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
+    _model_options(p)
     p.add_argument("--strategies", help="comma-separated subset of direct-naive,direct-cached,tree-naive,tree")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

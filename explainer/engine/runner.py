@@ -19,6 +19,7 @@ from explainer.answerers.base import (
     ChoiceQuery,
     FollowUpQuery,
     ImageContext,
+    MultiImageAnswerer,
     YesNoQuery,
     supports_many_images,
 )
@@ -457,11 +458,15 @@ class TreeRunner:
         Any other answerer, or ``batch_images`` 1, walks one image at a time.
         Results come in the order images finish, not the order given.
         """
-        if batch_images <= 1 or not supports_many_images(self.answerer):
+        multi = isinstance(self.answerer, MultiImageAnswerer)
+        single = hasattr(self.answerer, "begin_image")  # a multi-image-only answerer walks K=1 in the multi loop
+        if single and (batch_images <= 1 or not supports_many_images(self.answerer)):
             for i, (context, scope) in enumerate(items):
                 yield i, self.run(context, scope)
             return
-        yield from _MultiWalk(self, min(int(batch_images), int(self.answerer.max_images))).run(items)
+        if not multi:
+            raise TypeError(f"answerer {getattr(self.answerer, 'name', self.answerer)!r} implements neither protocol")
+        yield from _MultiWalk(self, max(1, min(int(batch_images), int(self.answerer.max_images)))).run(items)
 
 
 def _result(tree: str, image_id: str, findings: list[Finding], events: list[Event], stats) -> WalkResult:
