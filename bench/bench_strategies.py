@@ -30,12 +30,17 @@ def test_strategy_smoke(benchmark, tiny_path, strategy):
         assert s.yes_no == 70 and s.rounds == 1
     else:
         assert 2 <= s.yes_no <= 40 and 2 <= s.rounds <= 6
+    assert not report.settings["unavailable"]
     if mode == "cached":
         assert s.forward_passes < s.yes_no + s.choices  # batched over the cached prefix
         assert s.encode_seconds > 0
+    elif mode == "packed":
+        assert s.forward_passes == 1  # the 70 questions in one sequence
+        assert s.tokens > 70 * 5 and 0.0 <= s.packed_flipped <= 1.0 and s.packed_mean_abs >= 0.0
     else:
-        assert s.forward_passes >= s.yes_no + s.choices  # one generation per question at least
+        assert s.forward_passes >= s.yes_no + s.choices  # one generation (or pipeline call) per question at least
         assert s.encode_seconds == 0
+    assert s.ms_per_question > 0
 
 
 @pytest.mark.slow

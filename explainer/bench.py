@@ -17,6 +17,8 @@ pass: the question counts then match a realistic image.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import platform
 import random
 import statistics
@@ -41,12 +43,18 @@ from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX
 from explainer.trees.compiler import CompiledTree, default_tree_path
 from explainer.stats.tree_cost import default_p, situations
 
-STRATEGIES: dict[str, tuple[str, str]] = {  # name -> (tree, VLM mode)
+STRATEGIES: dict[str, tuple[str, str]] = {  # name -> (tree, how it is answered)
     "direct-naive": ("direct", "generate"),
     "direct-cached": ("direct", "cached"),
     "tree-naive": ("tree", "generate"),
     "tree": ("tree", "cached"),
+    # peers (explainer/benchmarks/peers.py): what users would run instead
+    "decision-pipeline": ("tree", "decision"),  # transformers' pipeline("decision"), one call per question
+    "direct-decision-pipeline": ("direct", "decision"),
+    "direct-packed": ("direct", "packed"),  # the 70 questions in one sequence, one forward pass
 }
+# `explain bench` without --strategies: all but direct-decision-pipeline (70 pipeline calls per image: opt in)
+DEFAULT_STRATEGIES = ("direct-naive", "direct-cached", "tree-naive", "tree", "decision-pipeline", "direct-packed")
 
 
 class OracleDriven(AnswererBase):
@@ -105,6 +113,9 @@ class ImageRun:
     forward_passes: int
     tokens: int
     artifacts_true: int
+    # direct-packed only: |P(yes) packed - P(yes) asked alone in the same format|, mean, and the share flipped at 0.5
+    packed_mean_abs: float | None = None
+    packed_flipped: float | None = None
 
 
 @dataclass
@@ -126,6 +137,9 @@ class StrategySummary:
     question_seconds: float
     overhead_fraction: float  # engine overhead / per-image time
     speedup_of_tree: float = 0.0  # this strategy's median / tree's median
+    ms_per_question: float = 0.0  # (median s / image - detector s) / questions asked: the image encoding included
+    packed_mean_abs: float | None = None
+    packed_flipped: float | None = None
 
 
 @dataclass
@@ -200,13 +214,31 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n_images: int = 3,
+def _answerer_for(mode: str, base: Any):
+    """The answerer a strategy's mode uses, on the already loaded model."""
+    from explainer.answerers.hf import VLMAnswerer
+
+    if mode == "cached":
+        return base
+    if mode == "decision":
+        from explainer.benchmarks.peers import DecisionPipelineAnswerer
+
+        return DecisionPipelineAnswerer(base)
+    if mode == "packed":
+        from explainer.benchmarks.peers import PackedAnswerer
+
+        return PackedAnswerer(base)
+    return VLMAnswerer(base.model, base.processor, mode=mode, model_id=base.model_id)
+
+
+def run_bench(vlm_path: str, *, strategies: Sequence[str] = DEFAULT_STRATEGIES, n_images: int = 3,
               oracle: bool = True, device: str = "cpu", seed: int = 0, detector: Any = None,
               dtype: Any = None, quantize: str | None = None, detector_stage: str = "default",
               on_progress=lambda msg: None) -> BenchReport:
     """Run every strategy on the same images with one loaded model (weights shared between modes)."""
     from detectors import DetectorStage
-    from explainer.answerers.hf import VLMAnswerer, load_vlm
+    from explainer.answerers.base import AnswererError
+    from explainer.answerers.hf import load_vlm
 
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -234,30 +266,58 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = tuple(STRATEGIES), n
                "dtype": str(next(base.model.parameters()).dtype).replace("torch.", ""), "notes": list(base.notes)},
         settings={"strategies": list(strategies), "images": n_images, "oracle": oracle, "seed": seed,
                   "detector_stage": detector_stage,
-                  "p_artifact": default_p(situations(trees["tree"]))},
+                  "p_artifact": default_p(situations(trees["tree"])), "unavailable": {}, "notes": {}},
     )
+    ran = []
     for name in strategies:
         tree_name, mode = STRATEGIES[name]
-        vlm = base if mode == "cached" else VLMAnswerer(base.model, base.processor, mode=mode, model_id=base.model_id)
+        try:
+            vlm = _answerer_for(mode, base)
+        except (AnswererError, ValueError, NotImplementedError) as exc:  # e.g. the pipeline refuses this model
+            report.settings["unavailable"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            on_progress(f"{name}: not available here ({report.settings['unavailable'][name]})")
+            continue
+        if getattr(vlm, "notes", None) and vlm is not base:
+            report.settings["notes"][name] = list(vlm.notes)
+        ran.append(name)
         for i, (det, (facts, truth)) in enumerate(zip(detections, truths)):
             on_progress(f"{name}: image {i + 1}/{n_images}")
             answerer = OracleDriven(vlm, OracleAnswerer(truth, facts=facts)) if oracle else vlm
             scope = {"roi": ROI_WITH_BOX if det.roi_box else ROI_WITHOUT_BOX}
+            context = ImageContext(image=det.boxed_image)
             _sync(device)
             t0 = time.perf_counter()
-            walk = TreeRunner(trees[tree_name], answerer).run(ImageContext(image=det.boxed_image), scope=scope)
+            try:
+                walk = TreeRunner(trees[tree_name], answerer).run(context, scope=scope)
+            except (AnswererError, ValueError, NotImplementedError) as exc:
+                report.settings["unavailable"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                on_progress(f"{name}: failed ({report.settings['unavailable'][name]})")
+                ran.remove(name)
+                report.runs = [r for r in report.runs if r.strategy != name]
+                break
             _sync(device)
             wall = time.perf_counter() - t0
-            st = vlm.stats
+            st = copy.copy(vlm.stats)
+            packed = {}
+            if mode == "packed":  # after the clock: the same questions asked alone, same format
+                from explainer.benchmarks.peers import packed_difference
+
+                diff = packed_difference(vlm, dataclasses.replace(context, preamble=walk.events[0].preamble))
+                packed = {"packed_mean_abs": diff["mean_abs"], "packed_flipped": diff["flipped"]}
             report.runs.append(ImageRun(
                 strategy=name, image=i, seconds=wall + det_seconds[i], detector_seconds=det_seconds[i],
                 encode_seconds=st.prefix_seconds, question_seconds=wall - st.prefix_seconds,
                 # the answerer's model_seconds, forward_passes and tokens already include the prefix
                 model_seconds=st.model_seconds, overhead_seconds=wall - st.model_seconds,
                 yes_no=walk.yes_no, follow_ups=walk.follow_ups, choices=walk.choices, rounds=walk.rounds,
-                forward_passes=st.forward_passes, tokens=st.tokens, artifacts_true=len(truth)))
-    report.summaries = summarise(report.runs, strategies)
+                forward_passes=st.forward_passes, tokens=st.tokens, artifacts_true=len(truth), **packed))
+    report.summaries = summarise(report.runs, ran)
     return report
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
 
 
 def summarise(runs: list[ImageRun], strategies: Sequence[str]) -> list[StrategySummary]:
@@ -276,7 +336,11 @@ def summarise(runs: list[ImageRun], strategies: Sequence[str]) -> list[StrategyS
             choices=mean("choices"), rounds=mean("rounds"), forward_passes=mean("forward_passes"), tokens=mean("tokens"),
             detector_seconds=mean("detector_seconds"), encode_seconds=mean("encode_seconds"),
             question_seconds=mean("question_seconds"),
-            overhead_fraction=mean("overhead_seconds") / mean("seconds") if mean("seconds") else 0.0))
+            overhead_fraction=mean("overhead_seconds") / mean("seconds") if mean("seconds") else 0.0,
+            ms_per_question=1000 * (statistics.median(secs) - mean("detector_seconds"))
+            / max(1e-9, mean("yes_no") + mean("choices") + mean("follow_ups")),
+            packed_mean_abs=_mean_or_none([r.packed_mean_abs for r in mine]),
+            packed_flipped=_mean_or_none([r.packed_flipped for r in mine])))
     tree = next((s for s in out if s.strategy == "tree"), None)
     for s in out:
         s.speedup_of_tree = s.median_seconds / tree.median_seconds if tree else 0.0

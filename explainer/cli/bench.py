@@ -28,9 +28,9 @@ def _model_path(args: argparse.Namespace) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from explainer.bench import STRATEGIES, run_bench
+    from explainer.bench import DEFAULT_STRATEGIES, run_bench
 
-    strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
+    strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_STRATEGIES)
     if args.images < 1:
         raise UsageError("--images must be at least 1")
     path = _model_path(args)
@@ -54,9 +54,13 @@ def strategy_table(report) -> Table:
     table = Table(
         title="per image",
         headers=["strategy", "median s / image", "min–max s", "× tree", "yes/no", "follow-ups", "rounds",
-                 "forward passes", "tokens", "detector s", "image encoding s", "questions s", "engine overhead"],
+                 "forward passes", "tokens", "detector s", "image encoding s", "questions s", "engine overhead",
+                 "ms / question", "packed vs alone: mean |ΔP(yes)|, flipped"],
         footer=(f"{report.settings['images']} images; {m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, "
                 f"{m['dtype']}; detector stage: {report.settings['detector_stage']}; "
+                + "".join(f"{k}: {'; '.join(v)}; " for k, v in report.settings.get("notes", {}).items())
+                + "".join(f"{k} not available here ({v}); " for k, v in report.settings.get("unavailable", {}).items())
+                + "tree-server (the tree through --vlm-server) is not in this table yet; "
                 f"{report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
                 f"{report.machine['torch']}, transformers {report.machine['transformers']}; "
                 + ("branches opened by the oracle (p = %.3f)" % report.settings["p_artifact"] if report.settings["oracle"]
@@ -65,7 +69,8 @@ def strategy_table(report) -> Table:
         table.add(s.strategy, f"{s.median_seconds:.3f}", f"{s.min_seconds:.2f}–{s.max_seconds:.2f}",
                   f"{s.speedup_of_tree:.1f}", f"{s.yes_no:.1f}", f"{s.follow_ups:.1f}", f"{s.rounds:.1f}",
                   f"{s.forward_passes:.1f}", f"{s.tokens:.0f}", f"{s.detector_seconds:.3f}", f"{s.encode_seconds:.3f}",
-                  f"{s.question_seconds:.3f}", f"{100 * s.overhead_fraction:.1f}%")
+                  f"{s.question_seconds:.3f}", f"{100 * s.overhead_fraction:.1f}%", f"{s.ms_per_question:.1f}",
+                  "-" if s.packed_mean_abs is None else f"{s.packed_mean_abs:.3f}, {100 * s.packed_flipped:.0f}%")
     return table
 
 
@@ -179,7 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
     _model_options(p)
-    p.add_argument("--strategies", help="comma-separated subset of direct-naive,direct-cached,tree-naive,tree")
+    p.add_argument("--strategies", help="comma-separated: direct-naive, direct-cached, tree-naive, tree, decision-pipeline, "
+                                        "direct-decision-pipeline, direct-packed (default: all but direct-decision-pipeline)")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0)
