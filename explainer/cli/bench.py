@@ -24,6 +24,11 @@ def _model_path(args: argparse.Namespace) -> str:
     if args.arch == "smolvlm-256m":
         _err.print(f"building a SmolVLM-256M-sized model with random weights in {cache} (once)")
         return str(testing.build_smolvlm_256m(cache / "smolvlm-256m"))
+    if args.arch == "qwen2-vl-2b":
+        from explainer.benchmarks.models import build_qwen2_vl_2b
+
+        _err.print(f"building a Qwen2-VL-2B-sized model with random weights in {cache} (once)")
+        return str(build_qwen2_vl_2b(cache, device=args.device))
     return str(testing.build_tiny_vlm(args.arch, cache / f"tiny-{args.arch}"))
 
 
@@ -35,7 +40,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--images must be at least 1")
     path = _model_path(args)
     report = run_bench(path, strategies=strategies, n_images=args.images, oracle=not args.model_answers,
-                       device=args.device, seed=args.seed, detector_stage=args.detector_stage,
+                       device=args.device, seed=args.seed, detector_stage=args.detector_stage, dtype=args.dtype,
+                       quantize=args.quantize,
                        on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
     table = strategy_table(report)
     if args.markdown:
@@ -159,8 +165,8 @@ def growth_table(report) -> Table:
 def _model_options(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--vlm", metavar="ID_OR_PATH", help="a real model (default: build --arch with random weights)")
-    src.add_argument("--arch", default="smolvlm-256m", choices=("smolvlm-256m", "idefics3", "llava", "qwen2_vl", "qwen2_5_vl"),
-                     help="random-weight model to build: real-size SmolVLM-256M or a tiny test model")
+    src.add_argument("--arch", default="smolvlm-256m", choices=("smolvlm-256m", "qwen2-vl-2b", "idefics3", "llava", "qwen2_vl", "qwen2_5_vl"),
+                     help="random-weight model to build: real-size SmolVLM-256M or Qwen2-VL-2B, or a tiny test model")
     p.add_argument("--models-dir", default="runs/bench-models", help="where built models are kept between runs")
 
 
@@ -188,6 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "direct-decision-pipeline, direct-packed (default: all but direct-decision-pipeline)")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the device's")
+    p.add_argument("--quantize", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector-stage", choices=("default", "full"), default="default",
                    help="default: what `explain` runs without weights (bicubic, no classifier); "
