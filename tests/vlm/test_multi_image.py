@@ -141,3 +141,31 @@ def test_walks_of_several_images_equal_walks_alone(loaded, make_image):
         assert pg == pytest.approx(pw, abs=TOL)
         assert got.stats.prefix_tokens == want.stats.prefix_tokens and got.stats.forward_passes >= got.rounds
     assert not multi._open
+
+
+def test_cached_path_passes_the_cache_under_the_installed_name(loaded, make_image, monkeypatch):
+    """transformers deprecates past_key_values (removed in 5.40) for `cache`: no deprecation warning on our path."""
+    import inspect
+    import warnings
+
+    from explainer.answerers.hf import prefix_cache as pc
+
+    base = loaded["idefics3"]
+    params = inspect.signature(type(base.model.model).forward).parameters
+    name = "cache" if "cache" in params else "past_key_values"
+    assert name in pc.cache_kwargs(base.model.model, None)
+
+    def ask():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            a = VLMAnswerer(base.model, base.processor)
+            a.begin_image(ImageContext(image=make_image(0)))
+            a.yes_no([YesNoQuery("q", QUESTIONS[0])])
+            a.choose(CHOICES[:1])
+            a.follow_up(FOLLOW_UPS[:1])
+        return [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+
+    assert ask() == []
+    if name == "cache":  # the old name still warns here, so the check above can fail
+        monkeypatch.setitem(pc._CACHE_ARG, type(base.model.model), "past_key_values")
+        assert ask()
