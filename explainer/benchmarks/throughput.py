@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from explainer.answerers.base import AnswererStats, ImageContext
 from explainer.answerers.oracle import OracleAnswerer
+from explainer.bench import _sync
 from explainer.benchmarks.memory import PeakMemory
 from explainer.engine import TreeRunner
 
@@ -114,13 +115,6 @@ class ThroughputReport:
                 "detector_seconds_per_image": self.detector_seconds,
                 "best_batch_images": self.best.batch_images if self.best else None,
                 "points": [asdict(p) for p in self.points], "growth": [asdict(g) for g in self.growth]}
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def _quantile(values: list[float], q: float) -> float:
