@@ -217,6 +217,11 @@ class VLMAnswerer(AnswererBase):
             self._current = None  # frees the image and its KV cache
 
     @property
+    def _image(self):
+        """The current image as the model is shown it (after the processor-specific preparation)."""
+        return self._current.image if self._current is not None else None
+
+    @property
     def _prefix(self) -> pc.Prefix | None:
         return self._current.prefix if self._current is not None else None
 
