@@ -156,7 +156,8 @@ def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCH
     from explainer.bench import _truths, machine_info, synthetic_images
     from explainer.trees import compile_tree
     from explainer.trees.compiler import default_tree_path
-    from explainer.trees.stats import default_p, situations
+    from explainer.stats.tree_cost import default_p, situations
+    from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX
 
     tree = compile_tree(default_tree_path())
     vlm = load_vlm(vlm_path, device=device, dtype=dtype, quantize=quantize, mode="cached")
@@ -172,7 +173,7 @@ def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCH
     truths = {f"img{i}": t for i, t in enumerate(_truths(tree, n_max, seed))}
     items = []
     for i, det in enumerate(detections):
-        scope = {"roi": "the region inside the red box" if det.roi_box else "the whole image"}
+        scope = {"roi": ROI_WITH_BOX if det.roi_box else ROI_WITHOUT_BOX}
         items.append((ImageContext(image=det.boxed_image, image_id=f"img{i}"), scope))
     runner = TreeRunner(tree, OracleDrivenMany(vlm, truths))
     report = ThroughputReport(
