@@ -80,6 +80,10 @@ def described_parameters(config) -> int:
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
+        # Older transformers (5.0) do not tie the LM head to the embeddings in from_config: tie them
+        # so a shared matrix is counted once, as it is stored once.
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
     return sum(p.numel() for p in model.parameters())
 
 
