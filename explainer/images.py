@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from explainer.errors import UsageError
+from explainer.safe_io import check_regular_file
 
 # Refuse decompression bombs outright: a 32x32 detector has no use for 100 MP.
 MAX_PIXELS = 64_000_000
@@ -67,11 +68,7 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
 
 def load_image(path: str | Path) -> LoadedImage:
     """Open ``path`` as RGB or raise :class:`UsageError` with one line naming the file."""
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{p}: file not found")
-    if p.is_dir():
-        raise UsageError(f"{p}: is a directory, not an image")
+    p = check_regular_file(path, "image")  # a FIFO, /dev/zero or a device is refused before it is opened
     try:
         size = p.stat().st_size
     except OSError as exc:

@@ -44,12 +44,12 @@ def make_corpus(d):
     text = d / "11.png"
     text.write_text("this is not a picture")
     cases["not_an_image"] = (text, "not an image", None)
-    cases["missing"] = (d / "12.png", "file not found", None)
+    cases["missing"] = (d / "12.png", "image not found", None)
     cases["bomb"] = (save("13.png", Image.new("L", (9000, 9000))), "decompression bomb", None)
     cases["tiny"] = (save("14.png", rgb.resize((4, 4))), "image is 4x4; at least 8x8 is needed", None)
     sub = d / "15.png"
     sub.mkdir()
-    cases["directory"] = (sub, "is a directory, not an image", None)
+    cases["directory"] = (sub, "image is a directory", None)
     jpeg = d / "16.jpg"
     rgb.save(jpeg, quality=90)
     jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])

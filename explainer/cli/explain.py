@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 
 from explainer.errors import ExplainerError, UsageError
+from explainer.safe_io import read_text_capped
 from explainer.images import expand_inputs, image_index, load_image
 from explainer.outputs.results import ResultsLog, write_challenge_files
 from explainer.pipeline import ImageReport, Pipeline, PipelineOptions, batched
@@ -90,10 +91,8 @@ def _resolve_settings(args: argparse.Namespace) -> None:
     config_path = args.config or os.environ.get("EXPLAIN_CONFIG")
     if config_path:
         try:
-            config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UsageError(f"{config_path}: config file not found") from None
-        except (OSError, yaml.YAMLError) as exc:
+            config = yaml.safe_load(read_text_capped(config_path, what="config file")) or {}
+        except yaml.YAMLError as exc:
             raise UsageError(f"{config_path}: cannot read config: {str(exc).splitlines()[0]}") from None
         if not isinstance(config, dict):
             raise UsageError(f"{config_path}: a config file is a mapping of settings")
