@@ -13,13 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from explainer.errors import UsageError
 from explainer.safe_io import check_regular_file
 
 # Refuse decompression bombs outright: a 32x32 detector has no use for 100 MP.
 MAX_PIXELS = 64_000_000
+# Every image is reduced to at most this many pixels on its long side as soon as it is decoded (JPEG: while
+# decoding), so that a batch of 60 MP photos costs a few MB each, not 180 MB. The detector works at 32x32,
+# the report shows 512 px, the probes measure at most 1024 px: nothing downstream needs more.
+WORKING_MAX_SIDE = 1024
+# Modes Pillow can resample directly; others (palette, 16-bit, CMYK...) are converted to RGB first.
+_RESIZABLE_MODES = {"RGB", "RGBA", "L", "LA", "I", "F", "RGBX"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _NUMBER = re.compile(r"(\d+)")
 
@@ -46,7 +52,7 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img, dtype=np.float32)  # float32: a 60 MP 16-bit scan is 240 MB, not 480
         top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         notes.append(f"converted {mode} ({'16' if top > 255 else '32'}-bit grayscale) to 8-bit RGB")
         arr8 = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -64,6 +70,35 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     notes.append(f"converted {mode} to RGB")
     return img.convert("RGB")
+
+
+# EXIF orientation -> the transpose that makes the image upright (the table of ImageOps.exif_transpose)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _decode_reduced(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Decode, turn upright (EXIF orientation), reduce to WORKING_MAX_SIDE, convert to RGB: one full-size copy at most."""
+    full = img.size
+    if img.format == "JPEG" and max(full) > WORKING_MAX_SIDE:
+        # the JPEG decoder itself scales by 1/2, 1/4 or 1/8: a 60 MP photo never exists at full size
+        # (the request keeps the aspect ratio: draft picks the smallest scale still covering both sides)
+        scale = WORKING_MAX_SIDE / max(full)
+        img.draft("RGB", (max(1, int(full[0] * scale)), max(1, int(full[1] * scale))))
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    img.load()
+    work = img if img.mode in _RESIZABLE_MODES else _to_rgb(img, notes)
+    if max(work.size) > WORKING_MAX_SIDE:
+        work = work.copy() if work is img else work
+        work.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        notes.append(f"reduced from {full[0]}x{full[1]} to {work.width}x{work.height} (the working resolution)")
+    if orientation in _UPRIGHT:
+        # by hand, not ImageOps.exif_transpose: the reduced copy may no longer carry the EXIF block
+        work = work.transpose(_UPRIGHT[orientation])
+        notes.append(f"turned upright as its EXIF orientation ({orientation}) says")
+    rgb = _to_rgb(work, notes)
+    return rgb.copy() if rgb is img else rgb
 
 
 def load_image(path: str | Path) -> LoadedImage:
@@ -89,8 +124,7 @@ def load_image(path: str | Path) -> LoadedImage:
                 if getattr(img, "n_frames", 1) > 1:
                     notes.append(f"animated image with {img.n_frames} frames: using the first")
                     img.seek(0)
-                img.load()
-                rgb = _to_rgb(img, notes).copy()
+                rgb = _decode_reduced(img, notes)
     except UsageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -114,6 +114,7 @@ class Pipeline:
     def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":
         """Load every stage. An explicit --vlm that fails is a usage error; the default model may be missing."""
         tree = compile_tree(tree_path_for(options), include_paths=options.include_paths)  # refuse a bad tree before loading any model
+        check_class(tree, options.obj)
         if options.calibration:  # and a calibration file that does not fit it
             from explainer.quality.calibration import load_calibration
 
@@ -280,6 +281,17 @@ def question_records(walk: WalkResult) -> list[dict[str, Any]]:
             out.append({"round": e.round, "node_id": e.node_id, "kind": "probe", "prompt": f"{e.probe} on the {e.region}",
                         "answer": e.answer, "p_yes": None, "value": e.value, "note": e.note})
     return out
+
+
+def check_class(tree: CompiledTree, obj: str | None) -> None:
+    """``--class`` must be one of the tree's classes: a typo would otherwise fail every image after the models load."""
+    if obj is None or not tree.classes or obj in tree.classes:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(obj, tree.classes, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise UsageError(f"--class '{obj}' is not a class of {tree.spec.file}{hint}; its classes: {', '.join(tree.classes)}")
 
 
 def _cuda() -> bool:

@@ -18,6 +18,10 @@ import numpy as np
 
 REGIONS = ("object", "background", "whole")
 MIN_PIXELS = 64  # fewer pixels than this in the region: the probe has nothing to measure
+# Probes measure at most this many pixels on the long side: an FFT of a 60 MP original takes gigabytes
+# (complex128 spectrum, float64 window), and the statistics they take do not need more. (CIFAKE's
+# images are 32x32: the limit changes nothing there.)
+PROBE_MAX_SIDE = 512
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -105,9 +109,27 @@ def region_mask(mask: np.ndarray | None, region: str, shape: tuple[int, int]) ->
     return mask if region == "object" else ~mask
 
 
+def _bounded(image) -> np.ndarray:
+    """The image as float32 H×W×3, downscaled (area average) so that its long side is at most PROBE_MAX_SIDE."""
+    if hasattr(image, "convert"):  # PIL: shrink before converting, so the full size is never a float array
+        if max(image.size) > PROBE_MAX_SIDE:
+            image = image.copy()
+            image.thumbnail((PROBE_MAX_SIDE, PROBE_MAX_SIDE), resample=3, reducing_gap=2.0)  # 3: BICUBIC
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+    arr = np.asarray(image)
+    h, w = arr.shape[:2]
+    if max(h, w) > PROBE_MAX_SIDE:
+        scale = PROBE_MAX_SIDE / max(h, w)
+        arr = cv2.resize(arr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.asarray(arr, dtype=np.float32)
+
+
 def measure(name: str, image, mask: np.ndarray | None, region: str) -> tuple[float | None, str]:
-    """(value, why-not). ``value`` is None when the region is too small to measure."""
-    arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32)
+    """(value, why-not). ``value`` is None when the region is too small to measure.
+
+    An image larger than :data:`PROBE_MAX_SIDE` is measured on a downscaled copy.
+    """
+    arr = _bounded(image)
     if arr.max() > 1.0:
         arr = arr / 255.0
     where = region_mask(mask, region, arr.shape[:2])

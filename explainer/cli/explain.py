@@ -10,30 +10,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import sys
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Iterable
 
-import yaml
 from rich.console import Console
+from rich.text import Text
 
+from explainer import settings
 from explainer.errors import ExplainerError, UsageError
-from explainer.safe_io import read_text_capped
 from explainer.images import expand_inputs, image_index, load_image
+from explainer.outputs.indexes import assign_indexes, describe_collisions
+from explainer.outputs.lock import FolderLock
+from explainer.outputs.names import printable
 from explainer.outputs.results import ResultsLog, write_challenge_files
 from explainer.pipeline import ImageReport, Pipeline, PipelineOptions, batched
 from explainer.outputs.report import ReportWriter
 from explainer.outputs.view import render_report
 
-# option name -> (type, default); these may also come from the config file or EXPLAIN_<NAME>
-SETTINGS: dict[str, tuple[type, Any]] = {
-    "tree": (str, None), "strategy": (str, "tree"), "vlm": (str, None), "detector": (str, None),
-    "sr": (str, None), "mask": (str, None), "device": (str, "auto"), "quantize": (str, None),
-    "batch_size": (int, 32), "max_steps": (int, 2000), "calibration": (str, None), "batch_images": (int, None),
-    "engine": (str, "local"), "ray_address": (str, None), "workers": (int, 2), "worker_cpus": (float, None),
-    "worker_gpus": (float, 0.0),
-}
+
 RAY_ONLY = ("ray_address", "workers", "worker_cpus", "worker_gpus")
 
 
@@ -64,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON record per image on stdout")
     p.add_argument("--out", metavar="DIR", help="write task1.json, task2.json and results.jsonl here")
     p.add_argument("--report", metavar="DIR", help="write an HTML report here: one page per image and index.html")
-    p.add_argument("--resume", action="store_true", help="continue a run in --out DIR, skipping images already done")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run in --out DIR: skip images already done, retry those that failed")
+    p.add_argument("--skip-failed", action="store_true", help="with --resume: do not retry images that failed before")
+    p.add_argument("--index-from", choices=("name", "order"),
+                   help="challenge index: the last number in the file name (default) or the position in the sorted input")
     p.add_argument("--batch-size", type=int, help="images per detector batch (default 32)")
     p.add_argument("--batch-images", type=int, metavar="K",
                    help="images walked together: each round is one forward pass over the ready questions of K "
@@ -85,57 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_settings(args: argparse.Namespace) -> None:
-    """Fill unset options from the environment, then the config file, then defaults."""
+    """Fill unset options from the environment, then the config file, then defaults; check every value."""
     ray_flags = [n for n in RAY_ONLY if getattr(args, n, None) is not None]  # given on the command line
-    config: dict[str, Any] = {}
-    config_path = args.config or os.environ.get("EXPLAIN_CONFIG")
-    if config_path:
-        try:
-            config = yaml.safe_load(read_text_capped(config_path, what="config file")) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{config_path}: cannot read config: {str(exc).splitlines()[0]}") from None
-        if not isinstance(config, dict):
-            raise UsageError(f"{config_path}: a config file is a mapping of settings")
-        unknown = sorted(set(config) - set(SETTINGS) - {"class"})
-        if unknown:
-            raise UsageError(f"{config_path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(SETTINGS))}")
-    for name, (kind, default) in SETTINGS.items():
-        if getattr(args, name) is not None:
-            continue
-        value, source = os.environ.get(f"EXPLAIN_{name.upper()}"), f"EXPLAIN_{name.upper()}"
-        if value is None:
-            value, source = config.get(name), f"{config_path}: {name}"
-        if value is None:
-            value = default
-        elif kind in (int, float):
-            try:
-                value = kind(value)
-            except (TypeError, ValueError):
-                what = "an integer" if kind is int else "a number"
-                raise UsageError(f"{source}: must be {what}, not {value!r}") from None
-        setattr(args, name, value)
-    if args.obj is None and config.get("class"):
-        args.obj = str(config["class"])
-    if args.strategy not in ("tree", "direct"):
-        raise UsageError(f"strategy must be 'tree' or 'direct', not {args.strategy!r}")
-    if args.batch_size < 1 or args.max_steps < 1:
-        raise UsageError("--batch-size and --max-steps must be at least 1")
-    if args.engine not in ("local", "ray"):
-        raise UsageError(f"engine must be 'local' or 'ray', not {args.engine!r}")
+    settings.resolve(args)
     if args.engine != "ray" and ray_flags:
         raise UsageError(f"--{ray_flags[0].replace('_', '-')} needs --engine ray")
-    from explainer.pipeline import MAX_BATCH_IMAGES
-
-    if args.batch_images is not None and not 1 <= args.batch_images <= MAX_BATCH_IMAGES:
-        raise UsageError(f"--batch-images must be between 1 and {MAX_BATCH_IMAGES}, not {args.batch_images}")
-
-
-def run_explain(args: argparse.Namespace) -> int:
-    _resolve_settings(args)
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR (the run to continue)")
+    if args.skip_failed and not args.resume:
+        raise UsageError("--skip-failed only makes sense with --resume")
+
+
+def _say(console: Console, text: str, style: str | None = None) -> None:
+    """Print literally: file names and notes may hold rich markup (``[/].png``) or bytes that are not UTF-8."""
+    console.print(Text(printable(text), style=style or ""))
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
     paths: list[Path] = []
     seen: set[Path] = set()
     for p in expand_inputs(args.images):
@@ -145,39 +110,83 @@ def run_explain(args: argparse.Namespace) -> int:
             paths.append(p)
     if not paths:
         raise UsageError(f"no images found in {' '.join(args.images)}")
-    log = ResultsLog(Path(args.out), resume=args.resume) if args.out else None
-    todo = [p for p in paths if not (log and log.has(p))]
-    pages = ReportWriter(Path(args.report)) if args.report else None
-    if log and len(todo) < len(paths):
-        err.print(f"resuming: {len(paths) - len(todo)} image(s) already done in {args.out}")
-    options = PipelineOptions(
-        tree=args.tree, include_paths=tuple(args.include_path), strategy=args.strategy, vlm=args.vlm, use_vlm=not args.no_vlm, detector=args.detector,
-        sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj, max_steps=args.max_steps,
-        explain_with_vlm=args.explain_with_vlm, calibration=args.calibration, ask_all=args.ask_all,
-        batch_images=args.batch_images)
+    return paths
 
-    def on_note(note: str) -> None:
-        err.print(f"[yellow]note:[/] {note}")
 
-    if args.engine == "ray":
-        from explainer.scale import RaySettings, explain_on_ray
+def run_explain(args: argparse.Namespace) -> int:
+    _resolve_settings(args)
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    note = lambda text: _say(err, f"note: {text}", "yellow")  # noqa: E731
+    paths = _inputs(args)
+    indexes, collisions = assign_indexes(paths, args.index_from)
+    if collisions and args.out:
+        shared = sum(len(v) for v in collisions.values())
+        _say(err, f"warning: {shared} images share {len(collisions)} challenge index(es) taken from their file names; "
+                  "none of them gets an entry in task1.json/task2.json (use --index-from order to number the inputs):",
+             "yellow")
+        for line in describe_collisions(collisions):
+            _say(err, f"  {line}", "yellow")
+    with ExitStack() as stack:
+        # every output folder is locked (and so known writable) before any model loads
+        log = pages = None
+        if args.out:
+            stack.enter_context(FolderLock(Path(args.out), "--out", note))
+            log = ResultsLog(Path(args.out), resume=args.resume, on_note=note)
+            stack.callback(log.close)
+        if args.report:
+            if not (args.out and Path(args.report).resolve() == Path(args.out).resolve()):
+                stack.enter_context(FolderLock(Path(args.report), "--report", note))
+            pages = ReportWriter(Path(args.report))
+        todo = [p for p in paths if not log or log.status(p) is None
+                or (log.status(p) == "failed" and not args.skip_failed)]
+        if log and len(todo) < len(paths):
+            retried = sum(1 for p in todo if log.status(p) == "failed")
+            _say(err, f"resuming: {len(paths) - len(todo)} image(s) already done in {args.out}"
+                      + (f"; retrying {retried} that failed (--skip-failed to leave them)" if retried else ""))
+        options = PipelineOptions(
+            tree=args.tree, include_paths=tuple(args.include_path), strategy=args.strategy, vlm=args.vlm,
+            use_vlm=not args.no_vlm, detector=args.detector, sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj,
+            max_steps=args.max_steps, explain_with_vlm=args.explain_with_vlm, calibration=args.calibration,
+            ask_all=args.ask_all, batch_images=args.batch_images)
+        if args.engine == "ray":
+            from explainer.scale import RaySettings, explain_on_ray
 
-        settings = RaySettings(address=args.ray_address, workers=args.workers, worker_cpus=args.worker_cpus,
-                               worker_gpus=args.worker_gpus, batch_size=args.batch_size, verbose=args.debug)
-        stream = explain_on_ray(todo, options, settings, with_artifacts=pages is not None, on_note=on_note)
-        report_batches = ([report] for report in stream)  # reports come back one by one, as they finish
-    else:
-        pipeline = Pipeline.load(options, on_note=on_note)
-        stream = report_batches = (_explain_batch(pipeline, batch, args.debug)
-                                   for batch in batched(todo, args.batch_size))
-    failures: list[ImageReport] = []
+            ray = RaySettings(address=args.ray_address, workers=args.workers, worker_cpus=args.worker_cpus,
+                              worker_gpus=args.worker_gpus, batch_size=args.batch_size, verbose=args.debug)
+            stream = explain_on_ray(todo, options, ray, with_artifacts=pages is not None, on_note=note)
+            report_batches = ([report] for report in stream)  # reports come back one by one, as they finish
+        else:
+            pipeline = Pipeline.load(options, on_note=note)
+            stream = report_batches = (_explain_batch(pipeline, batch, args.debug)
+                                       for batch in batched(todo, args.batch_size))
+        # closing(): a Ray run's cluster is shut down at once if writing a result fails
+        with contextlib.closing(stream):
+            failures = _write_reports(report_batches, len(todo), indexes, args, out, err, log, pages)
+        if log:
+            task1, task2 = write_challenge_files(log, exclude=set(collisions))
+            _say(err, f"wrote {task1}, {task2} and {log.path}")
+        if pages:
+            _say(err, f"wrote {pages.write_index(log.ordered() if log else None)}")
+    if failures:
+        _say(err, f"{len(failures)} of {len(todo)} image(s) failed:", "red")
+        for r in failures:
+            _say(err, f"  {r.error}")
+        return 1
+    return 0
+
+
+def _write_reports(report_batches: Iterable[list[ImageReport]], total: int, indexes: dict[Path, int | None],
+                   args: argparse.Namespace, out: Console, err: Console, log: ResultsLog | None,
+                   pages: ReportWriter | None) -> list[ImageReport]:
     from rich.progress import Progress
 
-    # closing(): a Ray run's cluster is shut down at once if writing a result fails
-    with Progress(console=err, transient=True, disable=len(todo) < 2) as progress, contextlib.closing(stream):
-        task = progress.add_task("explaining", total=len(todo))
+    failures: list[ImageReport] = []
+    with Progress(console=err, transient=True, disable=total < 2) as progress:
+        task = progress.add_task("explaining", total=total)
         for batch in report_batches:
             for report in batch:
+                report.index = indexes.get(Path(report.file), report.index)
                 if report.error:
                     failures.append(report)
                 if log:
@@ -189,17 +198,7 @@ def run_explain(args: argparse.Namespace) -> int:
                 elif not report.error:
                     out.print(render_report(report))
                 progress.advance(task)
-    if log:
-        task1, task2 = write_challenge_files(log)
-        err.print(f"wrote {task1}, {task2} and {log.path}")
-    if pages:
-        err.print(f"wrote {pages.write_index(log.ordered() if log else None)}")
-    if failures:
-        err.print(f"[red]{len(failures)} of {len(todo)} image(s) failed:[/]")
-        for r in failures:
-            err.print(f"  {r.error}")
-        return 1
-    return 0
+    return failures
 
 
 def _explain_batch(pipeline: Pipeline, batch: list[Path], debug: bool) -> list[ImageReport]:

@@ -27,7 +27,9 @@ SUBCOMMANDS: dict[str, list[tuple[str, str]]] = {
 
 
 def _print_error(message: str) -> None:
-    print(f"explain: error: {message}", file=sys.stderr)
+    from explainer.outputs.names import printable
+
+    print(f"explain: error: {printable(message)}", file=sys.stderr)  # a file name may hold control characters
 
 
 def _build_subcommand_parser(name: str) -> argparse.ArgumentParser:

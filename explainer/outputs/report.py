@@ -20,6 +20,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
 import explainer
+from explainer.outputs.names import printable
+from explainer.safe_io import atomic_write_text
 
 ORIGINAL_MAX = 512  # an original larger than this is shown downscaled (a 64 MP PNG has no place in a page)
 THUMB_SIZE = 64
@@ -156,10 +158,10 @@ def render_page(report, original: Image.Image | None = None, source: str | None 
         original = _load_original(report.file)
     context = {
         "version": VERSION,
-        "file": report.file,
-        "name": Path(report.file).name,
+        "file": printable(report.file),
+        "name": printable(Path(report.file).name),
         "source": source or _source_key(report.file),
-        "error": report.error,
+        "error": printable(report.error) if report.error else None,
         "verdict": _verdict(report.verdict, report.p_fake, report.notes),
         "facts": [(k, v) for k, v in (
             ("class", report.obj), ("region", report.region),
@@ -177,7 +179,7 @@ def render_page(report, original: Image.Image | None = None, source: str | None 
                       for q in report.questions],
         "counts": _counts(report.counts),
         "timings": _timings(report.timings),
-        "notes": list(report.notes),
+        "notes": [printable(n) for n in report.notes],
     }
     return _env.get_template("report.html.j2").render(**context)
 
@@ -193,18 +195,36 @@ def render_index(rows: list[dict[str, Any]], title: str = "Batch report") -> str
                "fake": sum(r.get("verdict") == "fake" for r in done),
                "real": sum(r.get("verdict") == "real" for r in done),
                "unknown": sum(r.get("verdict") is None for r in done)}
-    items = [{"file": r["file"], "name": Path(r["file"]).name, "page": r.get("page"), "thumb": r.get("thumb"),
+    items = [{"file": printable(r["file"]), "name": printable(Path(r["file"]).name), "page": r.get("page"), "thumb": r.get("thumb"),
               "verdict": _verdict(r.get("verdict"), r.get("p_fake"), r.get("notes") or ()), "findings": len(r.get("findings") or []),
               "artifacts": list(dict.fromkeys(f.get("artifact", "") for f in r.get("findings") or [])),
               "skipped": r.get("skipped")} for r in done]
-    failed = [{"file": r["file"], "page": r.get("page"), "error": r["error"]} for r in errors]
+    failed = [{"file": printable(r["file"]), "page": r.get("page"), "error": printable(r["error"])} for r in errors]
     return _env.get_template("index.html.j2").render(
         title=title, summary=summary, items=items, errors=failed, limit=INDEX_ARTIFACTS,
         version=VERSION)
 
 
 def _source_key(file: str) -> str:
-    return str(Path(file).resolve())
+    # printable: a name that is not UTF-8 must still fit in a UTF-8 page and compare equal when read back
+    return printable(str(Path(file).resolve()))
+
+
+PAGE_STEM_MAX = 80
+RESERVED_STEMS = {"index"}  # index.html is the batch's page: an input named index.png must not take it
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def page_stem(file: str) -> tuple[str, bool]:
+    """A page's file name stem made from an input's name, and whether it is the name itself.
+
+    Only letters, digits, ``.``, ``_`` and ``-`` survive (so a link made from it is
+    plain: no ``javascript:``, no ``?``/``#``, no ``..``); a stem that had to be
+    changed, or that is reserved, always gets the hash of the source added.
+    """
+    stem = Path(file).stem
+    safe = _UNSAFE.sub("_", stem)[:PAGE_STEM_MAX].lstrip(".-") or "image"
+    return safe, safe == stem and safe.lower() not in RESERVED_STEMS
 
 
 def _owner(page: Path) -> str | None:
@@ -238,16 +258,16 @@ class ReportWriter:
 
     def page_for(self, file: str, create: bool = False) -> Path | None:
         key = _source_key(file)
-        stem = Path(file).stem or "image"
+        stem, plain_ok = page_stem(file)
         plain = self.dir / f"{stem}.html"
         hashed = self.dir / f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.html"
-        if plain.exists() and _owner(plain) == key:
+        if plain_ok and plain.exists() and _owner(plain) == key:
             return plain
         if hashed.exists() and _owner(hashed) == key:
             return hashed
         if not create:
             return None
-        return hashed if plain.exists() else plain
+        return hashed if plain.exists() or not plain_ok else plain
 
     def add(self, report, original: Image.Image | None = None) -> Path:
         key = _source_key(report.file)
@@ -256,7 +276,7 @@ class ReportWriter:
         if original is None and not report.error:
             original = _load_original(report.file)
         page = self.page_for(report.file, create=True)
-        page.write_text(render_page(report, original, source=key), encoding="utf-8")
+        atomic_write_text(page, render_page(report, original, source=key))
         self.reports[key] = report.to_dict()
         self.thumbs[key] = data_uri(_fit(original, THUMB_SIZE)) if original is not None else None
         return page
@@ -275,5 +295,5 @@ class ReportWriter:
                 thumb = data_uri(_fit(original, THUMB_SIZE)) if original is not None else None
             rows.append({**r, "page": page.name if page else None, "thumb": thumb})
         index = self.dir / "index.html"
-        index.write_text(render_index(rows), encoding="utf-8")
+        atomic_write_text(index, render_index(rows))
         return index

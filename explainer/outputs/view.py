@@ -7,6 +7,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from explainer.outputs.names import printable
+
 
 def render_report(report) -> Panel:
     parts = []
@@ -31,7 +33,7 @@ def render_report(report) -> Panel:
         table.add_column("artifact", style="green")
         table.add_column("explanation")
         for f in report.findings:
-            table.add_row(f["artifact"], f["explanation"])
+            table.add_row(Text(f["artifact"]), Text(f["explanation"]))  # Text: tree strings are not markup
         parts.append(table)
     elif report.skipped:
         parts.append(Text(report.skipped, style="yellow"))
@@ -48,11 +50,11 @@ def render_report(report) -> Panel:
                 p = "measured " + (f"{item['value']:.3g}" if item.get("value") is not None else "n/a")
             else:
                 p = "inferred" if item["kind"] == "inferred" else item["kind"]
-            q.add_row(str(item["round"]), item["node_id"], item["answer"], p)
+            q.add_row(str(item["round"]), Text(item["node_id"]), Text(str(item["answer"])), p)
         parts.append(q)
     timing = "  ".join(f"{k} {v * 1000:.0f} ms" for k, v in report.timings.items() if not k.startswith("detector_"))
     if timing:
         parts.append(Text(timing, style="dim"))
     for note in report.notes:
-        parts.append(Text(f"note: {note}", style="dim yellow"))
-    return Panel(Group(*parts), title=report.file, title_align="left")
+        parts.append(Text(f"note: {printable(note)}", style="dim yellow"))
+    return Panel(Group(*parts), title=Text(printable(report.file)), title_align="left")

@@ -43,10 +43,12 @@ class CliResult:
     stdout: str
     stderr: str
     peak_rss_mb: float
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # user + system of the child: what the case costs on a quiet machine
 
     def __str__(self) -> str:
-        return (f"explain {' '.join(self.args)} -> exit {self.returncode} in {self.seconds:.1f}s, "
+        return (f"explain {' '.join(self.args)} -> exit {self.returncode} in {self.seconds:.1f}s "
+                f"({self.cpu_seconds:.1f}s CPU), "
                 f"peak RSS {self.peak_rss_mb:.0f} MB\n--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-3000:]}")
 
     def assert_one_line_error(self, code: int, *fragments: str) -> str:
@@ -100,12 +102,12 @@ def run_cli(args: Sequence[str], mem_limit_mb: int | None = DEFAULT_MEM_LIMIT_MB
     finally:
         seconds = time.monotonic() - t0
         try:
-            peak_kb = float(Path(rss_file).read_text() or "nan")
+            peak_kb, cpu = (float(v) for v in Path(rss_file).read_text().split())
         except (OSError, ValueError):
-            peak_kb = float("nan")
+            peak_kb, cpu = float("nan"), float("nan")
         os.unlink(rss_file)
     return CliResult(argv, proc.returncode, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace"),
-                     peak_kb / 1024, seconds)
+                     peak_kb / 1024, seconds, cpu)
 
 
 def start_cli(args: Sequence[str], mem_limit_mb: int | None = DEFAULT_MEM_LIMIT_MB, cwd: str | Path | None = None,
@@ -123,7 +125,8 @@ import atexit, os, resource, runpy, sys
 _rss = os.environ.pop("HOSTILE_RSS_FILE")
 def _report():
     with open(_rss, "w") as fh:
-        fh.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        fh.write(f"{u.ru_maxrss} {u.ru_utime + u.ru_stime}")
 atexit.register(_report)
 sys.argv = ["explain", *sys.argv[1:]]
 runpy.run_module("explainer.cli", run_name="__main__", alter_sys=True)
