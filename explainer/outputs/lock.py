@@ -1,9 +1,9 @@
 """One run per output folder: two runs appending to the same results.jsonl would interleave and duplicate records.
 
-The lock is ``DIR/.explain.lock`` held with ``flock`` for the life of the run; the
-file records the holder's pid so a second run can name it. The kernel releases
-a flock when its holder dies (even by kill -9), so a lock file left by a dead
-run is simply taken over, with a note naming the dead pid. Creating the lock
+The lock is ``DIR/.explain.lock`` held with ``flock`` for the life of the run and
+removed at its end; the file records the holder's pid so a second run can name
+it. The kernel releases a flock when its holder dies (even by kill -9), so a
+lock file left by a dead run is simply taken over, with a note naming the dead pid. Creating the lock
 file is also the check that the folder is writable, done before any model loads.
 """
 
@@ -32,17 +32,26 @@ class FolderLock:
             raise UsageError(f"{d}: {self.what} must be a directory")
         try:
             d.mkdir(parents=True, exist_ok=True)
-            fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise UsageError(f"{d}: {self.what} is not writable: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                who = f"pid {holder}" if holder else "another process"
+                raise UsageError(f"{d}: another explain run ({who}) is writing to this {self.what} folder; "
+                                 "wait for it to finish or choose another folder") from None
+            # the holder we waited on may have removed the file as it released it: lock the file that is there now
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(d / LOCK_NAME, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            who = f"pid {holder}" if holder else "another process"
-            raise UsageError(f"{d}: another explain run ({who}) is writing to this {self.what} folder; "
-                             "wait for it to finish or choose another folder") from None
         previous = _read_pid(fd)
         if previous and previous != os.getpid() and not _alive(previous):
             self.on_note(f"{d}: took over the lock left by an earlier run (pid {previous}, no longer running)")
@@ -51,10 +60,16 @@ class FolderLock:
         self.fd = fd
         return self
 
+    def _open(self) -> int:
+        try:
+            return os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise UsageError(f"{self.dir}: {self.what} is not writable: {exc.strerror or exc}") from None
+
     def release(self) -> None:
         if self.fd is not None:
             try:
-                os.ftruncate(self.fd, 0)  # no pid left behind: the next run has nothing to report
+                os.unlink(self.dir / LOCK_NAME)  # while still locked: a waiting run re-checks the inode it got
             except OSError:
                 pass
             os.close(self.fd)  # closing releases the flock
