@@ -32,6 +32,7 @@ from explainer.answerers.base import (
     YesNoQuery,
 )
 from explainer.errors import UsageError
+from explainer.safe_io import read_text_capped
 
 _WORDS = {"yes": 1.0, "y": 1.0, "true": 1.0, "no": 0.0, "n": 0.0, "false": 0.0}
 
@@ -69,13 +70,8 @@ class ScriptedAnswerer(AnswererBase):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ScriptedAnswerer":
-        p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))  # JSON is YAML too
-        except FileNotFoundError:
-            raise UsageError(f"{path}: answers file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot read answers file: {exc}") from None
+            data = yaml.safe_load(read_text_capped(path, what="answers file"))  # JSON is YAML too
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict) or not all(isinstance(data.get(k) or {}, dict) for k in ("answers", "follow_ups", "defaults")):
