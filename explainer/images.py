@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
@@ -101,16 +103,22 @@ def _decode_reduced(img: Image.Image, notes: list[str]) -> Image.Image:
     return rgb.copy() if rgb is img else rgb
 
 
-def load_image(path: str | Path) -> LoadedImage:
-    """Open ``path`` as RGB or raise :class:`UsageError` with one line naming the file."""
-    p = check_regular_file(path, "image")  # a FIFO, /dev/zero or a device is refused before it is opened
+@contextmanager
+def opened_image(path: str | Path, what: str = "image") -> Iterator[Image.Image]:
+    """``Image.open`` with every refusal as one line naming the file (UsageError).
+
+    Not a regular file (FIFO, device), empty, over MAX_PIXELS (checked from the
+    header, before any pixel is decoded), a decompression bomb, not an image,
+    truncated or corrupt: each raised by the ``with`` statement, including
+    failures of decoding inside its body (``img.load()``).
+    """
+    p = check_regular_file(path, what)  # a FIFO, /dev/zero or a device is refused before it is opened
     try:
         size = p.stat().st_size
     except OSError as exc:
-        raise UsageError(f"{p}: cannot read file: {exc.strerror}") from None
+        raise UsageError(f"{p}: cannot read {what}: {exc.strerror}") from None
     if size == 0:
-        raise UsageError(f"{p}: file is empty")
-    notes: list[str] = []
+        raise UsageError(f"{p}: {what} file is empty")
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -120,11 +128,9 @@ def load_image(path: str | Path) -> LoadedImage:
             with Image.open(p) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise UsageError(f"{p}: image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {MAX_PIXELS // 1_000_000} MP limit")
-                if getattr(img, "n_frames", 1) > 1:
-                    notes.append(f"animated image with {img.n_frames} frames: using the first")
-                    img.seek(0)
-                rgb = _decode_reduced(img, notes)
+                    raise UsageError(f"{p}: {what} is {w}x{h} ({w * h / 1e6:.0f} MP), "
+                                     f"over the {MAX_PIXELS // 1_000_000} MP limit")
+                yield img
     except UsageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -134,10 +140,21 @@ def load_image(path: str | Path) -> LoadedImage:
     except (OSError, SyntaxError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in message.lower() or "broken" in message.lower() or isinstance(exc, (SyntaxError, ValueError)):
-            raise UsageError(f"{p}: image is truncated or corrupt ({message})") from None
-        raise UsageError(f"{p}: cannot read image ({message})") from None
+            raise UsageError(f"{p}: {what} is truncated or corrupt ({message})") from None
+        raise UsageError(f"{p}: cannot read {what} ({message})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+
+
+def load_image(path: str | Path) -> LoadedImage:
+    """Open ``path`` as RGB at the working resolution, or raise :class:`UsageError` with one line naming the file."""
+    notes: list[str] = []
+    with opened_image(path) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            notes.append(f"animated image with {img.n_frames} frames: using the first")
+            img.seek(0)
+        rgb = _decode_reduced(img, notes)
+    p = Path(path)
     if rgb.width < 8 or rgb.height < 8:
         raise UsageError(f"{p}: image is {rgb.width}x{rgb.height}; at least 8x8 is needed")
     return LoadedImage(p, rgb, notes)

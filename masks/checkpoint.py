@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from explainer.errors import UsageError
+from explainer.safe_io import check_regular_file, read_text_capped
 from masks.config import ModelConfig
 from masks.patchgan import PatchDiscriminator
 from masks.unet import UnetGenerator
@@ -73,12 +76,20 @@ def resolve(path: str | Path) -> Path:
 def read_meta(stem: Path) -> dict[str, Any]:
     json_path = part(stem, ".json")
     try:
-        meta = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{json_path}: cannot read checkpoint description ({exc.__class__.__name__})") from None
+        meta = json.loads(read_text_capped(json_path, MAX_META_BYTES, "checkpoint description"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{json_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{json_path}: a checkpoint description is a JSON object, not {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise UsageError(f"{json_path}: not a mask checkpoint (format {meta.get('format')!r})")
+    for key, kinds in (("epoch", int), ("history", list), ("best_iou", (int, float)), ("train", dict)):
+        if key in meta and (not isinstance(meta[key], kinds) or isinstance(meta[key], bool)):
+            raise UsageError(f"{json_path}: {key}: wrong type ({type(meta[key]).__name__})")
     return meta
+
+
+MAX_META_BYTES = 4 * 1024 * 1024  # a description with a 10,000-epoch history is ~2 MB
 
 
 def _load_part(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str, where: Path) -> None:
@@ -95,10 +106,16 @@ def load_models(
 ) -> tuple[UnetGenerator, PatchDiscriminator | None, dict[str, Any]]:
     meta = read_meta(stem)
     try:
-        config = ModelConfig.from_dict(meta["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"{part(stem, '.json')}: bad model description ({exc})") from None
-    tensors = load_file(str(part(stem, ".safetensors")), device="cpu")
+        # types and caps checked here, before anything is allocated (see masks.config's MAX_* constants)
+        config = ModelConfig.from_dict(meta.get("model"))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{part(stem, '.json')}: model: {exc}") from None
+    try:
+        tensors = load_file(str(check_regular_file(part(stem, ".safetensors"), "weights")), device="cpu")
+    except UsageError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for a file that is not safetensors
+        raise UsageError(f"{part(stem, '.safetensors')}: not a safetensors file ({type(exc).__name__})") from None
     generator = UnetGenerator(config)
     _load_part(generator, tensors, "generator.", part(stem, ".safetensors"))
     discriminator = None
@@ -110,7 +127,20 @@ def load_models(
 
 
 def load_optim_state(stem: Path) -> dict[str, Any]:
+    """The Adam states of ``last``: plain tensors only (``weights_only=True``); anything else is refused in one line."""
     path = part(stem, ".optim.pt")
     if not path.is_file():
         raise UsageError(f"{path}: optimizer state missing; cannot resume")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    check_regular_file(path, "optimizer state")
+    try:
+        with warnings.catch_warnings():  # torch's warnings about a file's pickle protocol talk of unsafe loading
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip), EOFError...
+        # never repeat torch's advice to load with weights_only=False: that runs the file's code
+        kind = "holds Python objects besides tensors" if isinstance(exc, pickle.UnpicklingError) else "cannot be read"
+        raise UsageError(f"{path}: refused: the optimizer state {kind} ({type(exc).__name__}); "
+                         "only tensors are loaded from a checkpoint. Start a new run without --resume") from None
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in ("generator", "discriminator")):
+        raise UsageError(f"{path}: not an optimizer state of a mask checkpoint (needs 'generator' and 'discriminator')")
+    return state

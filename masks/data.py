@@ -14,13 +14,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from explainer.errors import UsageError
+from explainer.images import opened_image
 from masks.maskfile import load_mask_file
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class UnreadableImage(UsageError):
+    """A training image that cannot be read (a bomb, a truncated download): the pair is skipped, the run goes on.
+
+    A mask that does not fit its image stays a hard error: that is an annotation mistake to fix.
+    """
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,10 @@ def find_pairs(data_dir: str | Path) -> Pairs:
 def load_pair(image_path: Path, mask_path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (uint8 size x size x 3 image, bool size x size mask)."""
     try:
-        with Image.open(image_path) as img:
+        with opened_image(image_path) as img:  # FIFOs, bombs and corrupt files: one UsageError naming the file
             image = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UsageError(f"{image_path}: cannot read image ({exc.__class__.__name__})") from None
+    except UsageError as exc:
+        raise UnreadableImage(str(exc)) from None
     mask = load_mask_file(mask_path, image.size)
     image = image.resize((size, size), Image.Resampling.BICUBIC)
     # Resize the mask as grey levels then threshold: smoother edges than nearest.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from explainer.errors import UsageError
 
@@ -50,14 +50,11 @@ def load_mask_file(path: str | Path, size: int | tuple[int, int]) -> np.ndarray:
     """
     path = Path(path)
     want_w, want_h = _size_pair(size)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mask = img
-    except FileNotFoundError:
-        raise UsageError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UsageError(f"{path}: cannot read mask ({exc.__class__.__name__})") from None
+    from explainer.images import opened_image
+
+    with opened_image(path, "mask") as img:  # not a regular file, a bomb, corrupt: one UsageError naming it
+        img.load()
+        mask = img
     w, h = mask.size
     if (w, h) != (want_w, want_h):
         raise UsageError(f"{path}: mask is {w}x{h} but the image is {want_w}x{want_h}")

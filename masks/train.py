@@ -16,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from explainer.errors import RuntimeFailure, UsageError
+from explainer.outputs.names import printable
 from masks import checkpoint as ckpt
 from masks.config import ModelConfig, TrainConfig
-from masks.data import Augment, PairSet, find_pairs, load_pair, split_indices
+from masks.data import Augment, PairSet, UnreadableImage, find_pairs, load_pair, split_indices
 from masks.patchgan import PatchDiscriminator
 from masks.unet import UnetGenerator, init_weights
 
@@ -65,7 +66,14 @@ def _load_sets(data_dir: Path, config: TrainConfig, log: TextIO) -> tuple[PairSe
         print(f"note: {len(found.unmasked_images)} image(s) without a mask are not used "
               f"(first: {found.unmasked_images[0].name})", file=sys.stderr)
     size = config.model.size
-    loaded = [load_pair(i, m, size) for i, m in found.pairs]
+    loaded = []
+    for image_path, mask_path in found.pairs:
+        try:
+            loaded.append(load_pair(image_path, mask_path, size))
+        except UnreadableImage as exc:  # one bad file (a bomb, a truncated download) must not end the run
+            print(f"warning: skipping {printable(str(exc))}", file=sys.stderr)
+    if len(loaded) < len(found.pairs):
+        print(f"note: {len(found.pairs) - len(loaded)} of {len(found.pairs)} pair(s) skipped", file=sys.stderr)
     train_idx, val_idx = split_indices(len(loaded), config.val_fraction, config.seed)
     augment = Augment() if config.augment else None
     train_set = PairSet([loaded[i][0] for i in train_idx], [loaded[i][1] for i in train_idx], augment)
@@ -100,6 +108,10 @@ def train(
         generator, discriminator, meta = ckpt.load_models(stem, device, with_discriminator=True)
         # The run's identity (model, split, seed) comes from the checkpoint; only the epoch budget is new.
         saved = meta.get("train", {})
+        for key, kinds in (("seed", int), ("batch_size", int), ("val_fraction", float), ("lambda_l1", float)):
+            if key in saved and (not isinstance(saved[key], (int, float) if kinds is float else int)
+                                 or isinstance(saved[key], bool)):
+                raise UsageError(f"{ckpt.part(stem, '.json')}: train.{key}: wrong type ({type(saved[key]).__name__})")
         config = replace(config, model=generator.config, seed=saved.get("seed", config.seed),
                          val_fraction=saved.get("val_fraction", config.val_fraction),
                          batch_size=saved.get("batch_size", config.batch_size),
@@ -123,9 +135,15 @@ def train(
     best_iou = float(meta.get("best_iou", -1.0))
     if resume:
         state = ckpt.load_optim_state(last_stem)
-        opt_g.load_state_dict(state["generator"])
-        opt_d.load_state_dict(state["discriminator"])
-        start = int(meta["epoch"]) + 1
+        try:
+            opt_g.load_state_dict(state["generator"])
+            opt_d.load_state_dict(state["discriminator"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise UsageError(f"{ckpt.part(last_stem, '.optim.pt')}: does not match the model "
+                             f"({' '.join(str(exc).split())[:200]})") from None
+        if not isinstance(meta.get("epoch"), int) or isinstance(meta.get("epoch"), bool) or meta["epoch"] < 0:
+            raise UsageError(f"{ckpt.part(last_stem, '.json')}: epoch: must be a whole number, not {meta.get('epoch')!r}")
+        start = meta["epoch"] + 1
         print(f"resuming from epoch {meta['epoch']} in {out_dir} (best held-out IoU {best_iou:.3f})", file=out)
 
     print(f"training mask C-GAN: {len(train_set)} train / {len(val_set)} held-out pairs, "
