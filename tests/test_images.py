@@ -100,3 +100,33 @@ def test_index_and_folder_order(tmp_path):
     assert [p.name for p in expand_inputs([str(tmp_path)])] == ["2.png", "10.png", "b.png"]
     assert image_index(tmp_path / "17.png") == 17 and image_index(tmp_path / "img_003.jpg") == 3
     assert image_index(tmp_path / "cat.png") is None
+
+
+def test_large_images_are_reduced_while_decoding_and_turned_upright(tmp_path):
+    from explainer.images import WORKING_MAX_SIDE
+
+    big = Image.new("RGB", (4000, 2000), (30, 120, 200))
+    big.paste((250, 10, 10), (0, 0, 400, 400))  # a red top-left corner, to see where it ends up
+    exif = big.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    big.save(tmp_path / "1.jpg", exif=exif, quality=90)
+    big.save(tmp_path / "2.png")
+    jpeg = load_image(tmp_path / "1.jpg")
+    png = load_image(tmp_path / "2.png")
+    assert png.image.size == (WORKING_MAX_SIDE, WORKING_MAX_SIDE // 2)
+    assert jpeg.image.size == (WORKING_MAX_SIDE // 2, WORKING_MAX_SIDE)  # portrait once upright
+    assert any("reduced from 4000x2000" in n for n in jpeg.notes) and any("EXIF orientation (6)" in n for n in jpeg.notes)
+    r, g, b = jpeg.image.getpixel((jpeg.image.width - 20, 20))  # the red corner is now top-right
+    assert r > 200 and g < 60 and b < 60
+    assert png.image.mode == "RGB" and not any("EXIF" in n for n in png.notes)
+
+
+def test_probes_measure_a_bounded_copy(tmp_path):
+    import numpy as np
+
+    from explainer.probes import PROBE_MAX_SIDE, _bounded
+
+    arr = np.zeros((3000, 1500, 3), np.float32)
+    assert max(_bounded(arr).shape[:2]) == PROBE_MAX_SIDE
+    assert max(_bounded(Image.new("RGB", (3000, 1500))).shape[:2]) == PROBE_MAX_SIDE
+    assert _bounded(Image.new("RGB", (64, 48))).shape == (48, 64, 3)
