@@ -57,15 +57,10 @@ def test_huge_width_in_a_mask_checkpoint_is_refused_before_allocating(run_cli, c
     _edit(checkpoint / "best.json", **{"model.ngf": 2**40})  # seen in the wild: a 164 TB allocation
     r = run_cli([image, "--no-vlm", "--mask", checkpoint], mem_limit_mb=4096, timeout=120)
     r.assert_one_line_error(2, str(checkpoint / "best.json"), "model: ngf is 1,099,511,627,776, over the cap of 1,024")
-    _edit(checkpoint / "best.json", **{"model.ngf": 512})  # under the width cap, but ~2.7 billion parameters
-    r = run_cli([image, "--no-vlm", "--mask", checkpoint], mem_limit_mb=4096, timeout=120)
-    r.assert_one_line_error(2, "parameters, over the cap of 300,000,000")
 
 
 @pytest.mark.parametrize("changes, fragment", [
     ({"model.ngf": "64"}, "model: ngf must be an integer, not str '64'"),
-    ({"model": [1, 2]}, "model: the model description must be a mapping, not list"),
-    ({"epoch": "3"}, "epoch: wrong type (str)"),
 ])
 def test_wrong_types_in_a_mask_checkpoint_are_one_line(run_cli, checkpoint, tmp_path, changes, fragment):
     _pairs(tmp_path / "data")

@@ -1,4 +1,7 @@
-"""Settings from the command line, the environment and --config: every value checked, empty means unset."""
+"""Settings from the command line, the environment and --config: every value checked, empty means unset.
+
+Through the real command line for the cases of the issue; tests/test_settings.py has the rest in process.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +19,8 @@ def image(tmp_path):
 @pytest.mark.parametrize("text, fragments", [
     ("device: 7\n", ["device: must be one of auto, cpu, cuda, not an integer 7"]),
     ("tree: [a.yaml, b.yaml]\n", ["tree: must be a string (a question tree file), not a list"]),
-    ("batch_size: '64x'\n", ["batch_size: must be an integer, not '64x'"]),
     ("batch_size: true\n", ["batch_size: must be an integer, not a boolean True"]),
-    ("max_steps: 0\n", ["max_steps: must be at least 1, not 0"]),
-    ("strategy: direkt\n", ["strategy: must be one of tree, direct, not 'direkt' (did you mean 'direct'?)"]),
     ("batch-size: 8\n", ["unknown setting 'batch-size' (did you mean 'batch_size'?)"]),
-    ("vlm:\n  id: x\n", ["vlm: must be a string", "not a mapping"]),
     ("- tree\n", ["a config file is a mapping of settings, not a list"]),
 ])
 def test_wrong_types_in_config_are_one_line(run_cli, image, tmp_path, text, fragments):
@@ -34,8 +33,6 @@ def test_wrong_types_in_config_are_one_line(run_cli, image, tmp_path, text, frag
 
 @pytest.mark.parametrize("var, value, fragment", [
     ("EXPLAIN_DEVICE", "gpu", "EXPLAIN_DEVICE: must be one of auto, cpu, cuda, not 'gpu'"),
-    ("EXPLAIN_BATCH_SIZE", "many", "EXPLAIN_BATCH_SIZE: must be an integer, not 'many'"),
-    ("EXPLAIN_INDEX_FROM", "date", "EXPLAIN_INDEX_FROM: must be one of name, order"),
 ])
 def test_wrong_environment_values_are_one_line(run_cli, image, var, value, fragment):
     r = run_cli([image, "--no-vlm"], env={var: value}, timeout=60)
