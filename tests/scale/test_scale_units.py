@@ -138,14 +138,14 @@ def test_ray_flags_need_the_ray_engine(tmp_path, capsys, flag, value):
 def test_bad_worker_count_is_a_usage_error(tmp_path, capsys):
     folder = make_images(tmp_path / "in", 1)
     assert main([str(folder), "--no-vlm", "--engine", "ray", "--workers", "0"]) == 2
-    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert "--workers: must be at least 1" in capsys.readouterr().err
 
 
 def test_engine_from_the_environment_is_checked(tmp_path, capsys, monkeypatch):
     folder = make_images(tmp_path / "in", 1)
     monkeypatch.setenv("EXPLAIN_ENGINE", "spark")
     assert main([str(folder), "--no-vlm"]) == 2
-    assert "engine must be 'local' or 'ray'" in capsys.readouterr().err
+    assert "EXPLAIN_ENGINE: must be one of local, ray, not 'spark'" in capsys.readouterr().err
 
 
 def test_an_address_nothing_answers_at_is_refused_at_once(tmp_path, capsys):
