@@ -176,4 +176,4 @@ def test_batch_images_gives_the_same_results_as_one_at_a_time(tmp_path, tiny_mod
         assert many["counts"]["tokens"] == one["counts"]["tokens"]
     capsys.readouterr()
     assert main(_cmd(folder, vlm, det, tmp_path / "bad", "--batch-images", "0")) == 2
-    assert "--batch-images must be between 1 and" in capsys.readouterr().err
+    assert "--batch-images: must be at least 1, not 0" in capsys.readouterr().err
