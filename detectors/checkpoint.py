@@ -8,6 +8,8 @@ holds tensors and plain containers, so ``torch.load(weights_only=True)`` reads i
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +18,32 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from explainer.errors import UsageError
+from explainer.safe_io import atomic_write_text, check_regular_file, read_text_capped
+
+# Weight files (detector, SR, optimizer state). The released RRDBNet is 67 MB and
+# DenseNet121 28 MB; a "checkpoint" of several GB is refused before it is read.
+MAX_CHECKPOINT_BYTES = 2 * 1024**3
+# JSON sidecars (detector.json, sr.json) hold a config and a training history.
+MAX_JSON_BYTES = 4 * 1024 * 1024
 
 
-def _require_file(path: Path) -> None:
+def _require_file(path: Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> None:
     if not path.exists():
         raise UsageError(f"{path}: no such file")
-    if not path.is_file():
-        raise UsageError(f"{path}: not a file")
+    check_regular_file(path, "checkpoint")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise UsageError(f"{path}: checkpoint is {size:,} bytes, over the limit of {max_bytes:,} (MAX_CHECKPOINT_BYTES)")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    _require_file(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    text = read_text_capped(path, MAX_JSON_BYTES, "checkpoint description")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(text)
+    except (RecursionError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object")
@@ -38,7 +51,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -50,9 +63,31 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise UsageError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
 
 
+def _atomic(path: str | Path, write) -> None:
+    """``write(tmp_path)`` then ``os.replace``: a kill leaves the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is meant to be shared
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_safetensors(path: str | Path, state: dict[str, torch.Tensor]) -> None:
     # safetensors refuses shared or non-contiguous storage; clone to be safe.
-    save_file({k: v.detach().contiguous().clone().cpu() for k, v in state.items()}, str(path))
+    tensors = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}
+    _atomic(path, lambda tmp: save_file(tensors, tmp))
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """Only tensors and plain containers, so ``torch.load(weights_only=True)`` reads it back."""
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_torch(path: str | Path) -> Any:

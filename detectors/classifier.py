@@ -1,8 +1,17 @@
-"""Real/fake classifier: a timm backbone with one logit (sigmoid -> P(fake)).
+"""Real/fake classifier: a backbone with one logit (sigmoid -> P(fake)).
 
-Inputs are RGB in [0, 1]; the ImageNet normalisation (and the optional
-grayscale conversion) happen inside :class:`Classifier`, so callers, FGSM and
-Grad-CAM all work in plain pixel space.
+Inputs are RGB in [0, 1]; the normalisation (and the optional grayscale
+conversion) happen inside :class:`Classifier`, so callers, FGSM and Grad-CAM
+all work in plain pixel space.
+
+``input_norm``:
+- ``image_mean`` (the default for new detectors): each image's own mean colour
+  is subtracted before scaling. Generator traces are a few grey levels strong
+  and the same in every channel, while photos' mean colours differ by a hundred
+  grey levels: with the mean removed, RGB training learns such a trace as fast
+  as grayscale (without it, tiny_cnn RGB sat at 0.58 accuracy after 10 epochs).
+- ``imagenet``: the fixed ImageNet mean and std (checkpoints made before
+  ``input_norm`` existed; also what ImageNet-pretrained weights expect).
 """
 
 from __future__ import annotations
@@ -11,12 +20,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
+from detectors.backbones import Ensemble, build_backbone, check_backbone_name
 from detectors.checkpoint import load_strict, read_json, read_safetensors, write_json, write_safetensors
-from detectors.tiny_cnn import TinyCNN
 from explainer.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -27,6 +35,11 @@ CHECKPOINT_FORMAT = "explainer-detector/1"
 WEIGHTS_NAME = "detector.safetensors"
 CONFIG_NAME = "detector.json"
 OPTIMIZER_NAME = "optimizer.pt"
+INPUT_NORMS = ("image_mean", "imagenet")
+
+# Ranges a detector.json may ask for; checked before any network is built.
+LR_SIZE_RANGE = (8, 512)
+IMAGE_SIZE_RANGE = (16, 1024)
 
 
 @dataclass
@@ -36,11 +49,47 @@ class ClassifierConfig:
     image_size: int = 128  # what the classifier sees (after SR)
     lr_size: int = 32  # images are first resized to this, then super-resolved
     pretrained_file: str | None = None  # ImageNet init only; not needed to reload
+    input_norm: str = "image_mean"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ClassifierConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict[str, Any], source: str = "detector.json") -> "ClassifierConfig":
+        """Validated: every type and range checked, one line naming the key otherwise."""
+        out = cls(input_norm="imagenet")  # a description without input_norm predates it
+        out.backbone = check_backbone_name(data.get("backbone"), f"{source}: backbone")
+        out.grayscale = _bool(data, "grayscale", False, source)
+        out.image_size = _int(data, "image_size", 128, IMAGE_SIZE_RANGE, source)
+        out.lr_size = _int(data, "lr_size", 32, LR_SIZE_RANGE, source)
+        norm = data.get("input_norm", "imagenet")
+        if norm not in INPUT_NORMS:
+            raise UsageError(f"{source}: input_norm must be one of {', '.join(INPUT_NORMS)}, got {str(norm)[:40]!r}")
+        out.input_norm = norm
+        pre = data.get("pretrained_file")
+        if pre is not None and not isinstance(pre, str):
+            raise UsageError(f"{source}: pretrained_file must be a string or null")
+        out.pretrained_file = pre
+        return out
+
+
+def _bool(data: dict, key: str, default: bool, source: str) -> bool:
+    value = data.get(key, default)
+    if type(value) is not bool:  # "false" is a true string: refuse it rather than guess
+        raise UsageError(f"{source}: {key} must be true or false (a JSON boolean), got {str(value)[:40]!r}")
+    return value
+
+
+def _int(data: dict, key: str, default: int, bounds: tuple[int, int], source: str) -> int:
+    value = data.get(key, default)
+    if type(value) is not int:
+        raise UsageError(f"{source}: {key} must be an integer, got {str(value)[:40]!r}")
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise UsageError(f"{source}: {key} = {value} is outside the accepted range {lo}..{hi}")
+    return value
+
+
+def check_sizes(lr_size: int, image_size: int, source: str = "command line") -> None:
+    _int({"lr_size": lr_size}, "lr_size", 32, LR_SIZE_RANGE, source)
+    _int({"image_size": image_size}, "image_size", 128, IMAGE_SIZE_RANGE, source)
 
 
 class Classifier(nn.Module):
@@ -62,7 +111,10 @@ class Classifier(nn.Module):
         """x: (B, 3, H, W) in [0, 1] -> logits (B,), positive = fake."""
         if self.config.grayscale:
             x = (x * self.luma).sum(1, keepdim=True)
-        x = (x - self.mean) / self.std
+        if self.config.input_norm == "image_mean":
+            x = (x - x.mean(dim=(2, 3), keepdim=True)) / self.std
+        else:
+            x = (x - self.mean) / self.std
         return self.backbone(x).reshape(-1)
 
     def default_cam_layer(self) -> str:
@@ -75,44 +127,31 @@ def default_cam_layer(backbone: nn.Module, prefix: str = "") -> str:
     For densenet121 that is ``features.denseblock3``; ``features.norm5`` (stride
     32) is only 4x4 at 128 px, so its peak can only land on 4 places and an 80 px
     box around it is barely better than the whole image.
+
+    A vision transformer's last block feeds only its class token to the head, so
+    the gradient on that block's patch tokens is zero: the map is taken at the
+    input of the last block's attention (``blocks.N.norm1``), where the patch
+    tokens still reach the class token. An ensemble uses its heaviest member.
     """
     info = getattr(backbone, "feature_info", None)
     entries = list(info) if info is not None else []
+    if isinstance(backbone, Ensemble):
+        heaviest = int(torch.argmax(backbone.weights().detach()))
+        entries = [e for e in entries if e.get("member") == heaviest]
     entries = [e for e in entries if e.get("reduction", 1) <= 16]
     if not entries:
         raise UsageError("cannot choose a Grad-CAM layer for this backbone; pass one with --cam-layer")
-    return prefix + entries[-1]["module"]
+    name = entries[-1]["module"]
+    module = dict(backbone.named_modules()).get(name)
+    if module is not None and hasattr(module, "attn") and hasattr(module, "norm1"):
+        name += ".norm1"
+    return prefix + name
 
 
 def build_classifier(config: ClassifierConfig) -> Classifier:
     in_chans = 1 if config.grayscale else 3
-    if config.backbone == "tiny_cnn":
-        if config.pretrained_file:
-            raise UsageError(f"{config.pretrained_file}: tiny_cnn has no ImageNet weights")
-        return Classifier(TinyCNN(in_chans=in_chans, num_classes=1), config, random_init=True)
-    kwargs: dict[str, Any] = dict(num_classes=1, in_chans=in_chans)
-    pretrained = False
-    if config.pretrained_file:
-        path = Path(config.pretrained_file)
-        if not path.is_file():
-            raise UsageError(f"{path}: no such file (ImageNet weights for {config.backbone})")
-        # timm reads the local file instead of the hub and drops the 1000-class head.
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
-        pretrained = True
-    try:
-        backbone = timm.create_model(config.backbone, pretrained=pretrained, **kwargs)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            raise UsageError(f"unknown timm backbone {config.backbone!r}") from None
-        if pretrained:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"{config.pretrained_file}: cannot load into {config.backbone}: {first}") from None
-        raise
-    except Exception as exc:
-        if pretrained:
-            raise UsageError(f"{config.pretrained_file}: cannot load into {config.backbone} ({type(exc).__name__})") from None
-        raise
-    return Classifier(backbone, config, random_init=not pretrained)
+    backbone, random_init = build_backbone(config.backbone, in_chans, config.image_size, config.pretrained_file)
+    return Classifier(backbone, config, random_init=random_init)
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
@@ -125,25 +164,36 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     return path, path.with_suffix(".json")
 
 
-def save_classifier(out_dir: str | Path, model: Classifier, extra: dict[str, Any] | None = None) -> Path:
+def save_classifier(out_dir: str | Path, model: Classifier, extra: dict[str, Any] | None = None,
+                    weights_name: str = WEIGHTS_NAME) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out / WEIGHTS_NAME, model.state_dict())
+    write_safetensors(out / weights_name, model.state_dict())
     # Record whether these weights were ever trained, so a reloaded random model
     # still says its verdict means nothing.
     meta = {"format": CHECKPOINT_FORMAT, **asdict(model.config), "random_init": bool(model.random_init), **(extra or {})}
     write_json(out / CONFIG_NAME, meta)
-    return out / WEIGHTS_NAME
+    return out / weights_name
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict[str, Any]]:
+def read_detector_meta(path: str | Path) -> tuple[Path, Path, dict[str, Any], ClassifierConfig]:
+    """(weights, config path, raw meta, validated config); every check before anything is built."""
     weights, config_path = resolve_checkpoint(path)
     meta = read_json(config_path)
     if meta.get("format") != CHECKPOINT_FORMAT or "backbone" not in meta:
-        raise UsageError(f"{config_path}: not a detector checkpoint description (format {meta.get('format')!r})")
-    config = ClassifierConfig.from_dict(meta)
+        raise UsageError(f"{config_path}: not a detector checkpoint description (format {str(meta.get('format'))[:40]!r})")
+    config = ClassifierConfig.from_dict(meta, str(config_path))
+    _bool(meta, "random_init", False, str(config_path))
+    return weights, config_path, meta, config
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu",
+                    weights_name: str | None = None) -> tuple[Classifier, dict[str, Any]]:
+    weights, config_path, meta, config = read_detector_meta(path)
+    if weights_name is not None:
+        weights = config_path.parent / weights_name
     config.pretrained_file = None  # the trained weights replace any ImageNet init
     model = build_classifier(config)
     load_strict(model, read_safetensors(weights), weights, f"backbone {config.backbone!r} (grayscale={config.grayscale})")
-    model.random_init = bool(meta.get("random_init", False))
+    model.random_init = meta.get("random_init", False)
     return model.eval().to(device), meta

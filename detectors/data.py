@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from explainer.errors import UsageError
+from explainer.images import load_image
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 CLASS_DIRS = {"REAL": 0, "FAKE": 1}
@@ -60,11 +61,9 @@ def list_split(data_dir: str | Path, split: str) -> list[tuple[Path, int]]:
 
 
 def read_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UsageError(f"{path}: cannot read image ({type(exc).__name__})") from None
+    """One image as RGB through :func:`explainer.images.load_image` (pixel cap,
+    decompression bombs, truncation and odd modes refused in one line)."""
+    return load_image(path).image
 
 
 def to_lr(image: Image.Image, lr_size: int) -> Image.Image:
@@ -73,13 +72,46 @@ def to_lr(image: Image.Image, lr_size: int) -> Image.Image:
     return image
 
 
-def load_split(data_dir: str | Path, split: str, lr_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of one split as (N,3,lr,lr) uint8 and labels (N,) float."""
+def load_split(data_dir: str | Path, split: str, lr_size: int = 32, warn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of one split as (N,3,lr,lr) uint8 and labels (N,) float.
+
+    A file that cannot be read (corrupt, a decompression bomb, not an image) is
+    skipped with a one-line warning through ``warn`` and the rest go on; a split
+    that loses a whole class is an error.
+    """
     items = list_split(data_dir, split)
-    images = np.stack([np.asarray(to_lr(read_rgb(p), lr_size), dtype=np.uint8) for p, _ in items])
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor([label for _, label in items], dtype=torch.float32)
+    images, labels = [], []
+    for path, label in items:
+        try:
+            images.append(np.asarray(to_lr(read_rgb(path), lr_size), dtype=np.uint8))
+        except UsageError as exc:
+            if warn is not None:
+                warn(f"skipped: {exc}")
+            continue
+        labels.append(label)
+    for name, label in CLASS_DIRS.items():
+        if label not in labels:
+            raise UsageError(f"{data_dir}: no readable {split}/{name} images")
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(labels, dtype=torch.float32)
     return x, y
+
+
+def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices): ``fraction`` of each class, seeded, at least one per class."""
+    if not 0.0 < fraction < 1.0:
+        raise UsageError(f"--val-fraction {fraction}: must be between 0 and 1")
+    gen = torch.Generator().manual_seed(seed * 7_919 + 1)
+    train_idx, val_idx = [], []
+    for label in (0.0, 1.0):
+        idx = torch.nonzero(y == label).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        k = max(1, int(round(fraction * len(idx))))
+        if k >= len(idx):
+            raise UsageError(f"--val-fraction {fraction}: leaves no {'fake' if label else 'real'} training images")
+        val_idx.append(idx[:k])
+        train_idx.append(idx[k:])
+    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
 
 
 def has_split(data_dir: str | Path, split: str) -> bool:
@@ -100,12 +132,27 @@ class SRPairs(torch.utils.data.Dataset):
         if patch % scale:
             raise UsageError(f"--patch {patch} is not a multiple of the scale {scale}")
         self.patch, self.scale = patch, scale
+        self.root = root
+        self.bad: set[Path] = set()
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def pair(self, index: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-        hr = read_rgb(self.files[index])
+    def pair(self, index: int, rng: random.Random, warn=None) -> tuple[torch.Tensor, torch.Tensor]:
+        # A file that cannot be read is skipped (warned about once) and the next one used.
+        for step in range(len(self.files)):
+            path = self.files[(index + step) % len(self.files)]
+            if path in self.bad:
+                continue
+            try:
+                hr = read_rgb(path)
+                break
+            except UsageError as exc:
+                self.bad.add(path)
+                if warn is not None:
+                    warn(f"skipped: {exc}")
+        else:
+            raise UsageError(f"{self.root}: no readable images")
         w, h = hr.size
         if min(w, h) < self.patch:
             # Small images are scaled up to one patch rather than skipped.

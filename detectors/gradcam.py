@@ -3,10 +3,15 @@
 alpha_k = mean over positions of d(logit)/dA^k; map = ReLU(sum_k alpha_k A^k),
 upsampled bilinearly to the input size, min-max normalised per image. The hook
 lives only inside the ``with`` block so a model is never left instrumented.
+
+Transformer layers give tokens (B, N, C) instead of maps (B, C, H, W): the
+prefix tokens (class, register) are dropped and the patch tokens reshaped to
+their square grid, as pytorch-grad-cam does for ViTs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -41,9 +46,13 @@ def resolve_module(model: nn.Module, layer: str | nn.Module) -> nn.Module:
 class GradCAM:
     """``with GradCAM(model, 'backbone.features.denseblock3') as cam: out = cam(x)``."""
 
-    def __init__(self, model: nn.Module, target_layer: str | nn.Module) -> None:
+    def __init__(self, model: nn.Module, target_layer: str | nn.Module, prefix_tokens: int | None = None) -> None:
         self.model = model
         self.layer = resolve_module(model, target_layer)
+        # For token layers: how many leading tokens are not patches (None: read it off the model).
+        if prefix_tokens is None:
+            prefix_tokens = next((int(m.num_prefix_tokens) for m in model.modules() if hasattr(m, "num_prefix_tokens")), None)
+        self.prefix_tokens = prefix_tokens
         self._handle: torch.utils.hooks.RemovableHandle | None = None
         self._activation: torch.Tensor | None = None
         self.last_timing: dict[str, float] = {}
@@ -83,6 +92,10 @@ class GradCAM:
                 (grads,) = torch.autograd.grad(logits.sum(), act)
         finally:
             self.model.train(was_training)
+        if act.ndim == 3:
+            act, grads = self._tokens_to_map(act), self._tokens_to_map(grads)
+        elif act.ndim != 4:
+            raise RuntimeError(f"Grad-CAM needs a (B, C, H, W) map or (B, N, C) tokens, got shape {tuple(act.shape)}")
         alpha = grads.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((alpha * act).sum(dim=1, keepdim=True)).detach()
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -95,6 +108,15 @@ class GradCAM:
         # The forward pass doubles as the classification, so callers need not run the model twice.
         self.last_timing = {"forward": t1 - t0, "cam": time.perf_counter() - t1}
         return CamOutput(cam.float().cpu().numpy(), logits.detach(), flat.cpu().numpy())
+
+
+    def _tokens_to_map(self, t: torch.Tensor) -> torch.Tensor:
+        b, n, c = t.shape
+        prefix = self.prefix_tokens if self.prefix_tokens is not None else n - math.isqrt(n) ** 2
+        side = math.isqrt(n - prefix)
+        if prefix < 0 or side * side != n - prefix:
+            raise RuntimeError(f"cannot arrange {n} tokens ({prefix} prefix) on a square grid")
+        return t[:, prefix:, :].transpose(1, 2).reshape(b, c, side, side)
 
 
 def peak(heatmap: np.ndarray) -> tuple[int, int]:

@@ -24,6 +24,36 @@ from detectors.sr.load import SuperResolver, load_sr, pil_to_tensor, tensor_to_p
 Box = tuple[int, int, int, int]
 
 
+def _is_cnn_checkpoint(path: Path) -> bool:
+    from detectors.classifier import CONFIG_NAME
+
+    return (path / CONFIG_NAME).is_file() if path.is_dir() else path.suffix in (".json", ".safetensors")
+
+
+def _load_cnn(path: Path, device: str):
+    return load_classifier(path, device)[0]
+
+
+# How ``--detector PATH`` is loaded: the first kind whose ``claims(path)`` is true
+# loads it. Other detector kinds (e.g. feature heads) add themselves with
+# :func:`register_detector_kind`; a folder nobody claims falls to the CNN loader,
+# whose error message says what it expected.
+DETECTOR_KINDS: list[tuple[str, object, object]] = [("cnn", _is_cnn_checkpoint, _load_cnn)]
+
+
+def register_detector_kind(name: str, claims, load) -> None:
+    """``claims(Path) -> bool``; ``load(Path, device) -> model``. Registered kinds are tried first."""
+    DETECTOR_KINDS.insert(0, (name, claims, load))
+
+
+def load_detector(path: str | Path, device: str = "cpu"):
+    p = Path(path)
+    for _, claims, load in DETECTOR_KINDS:
+        if claims(p):
+            return load(p, device)
+    return _load_cnn(p, device)
+
+
 @dataclass
 class DetectorResult:
     sr_image: Image.Image  # 128x128 (or the classifier's image_size)
@@ -79,7 +109,7 @@ class DetectorStage:
         if is_feature_head(classifier):
             return FeatureDetectorStage(classifier, device, sr=sr)  # type: ignore[return-value]
         # --- end feature heads
-        model = load_classifier(classifier, device)[0] if classifier is not None else None
+        model = load_detector(classifier, device) if classifier is not None else None
         return cls(load_sr(sr, device), model, device, cam_layer, **kwargs)
 
     def run(self, images: list[Image.Image]) -> list[DetectorResult]:

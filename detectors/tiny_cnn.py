@@ -41,3 +41,66 @@ class TinyCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+class CustomCNN(nn.Module):
+    """Seed 001's custom CNN: six conv stages widening 16 -> 512, each conv + ReLU,
+    max-pool, BatchNorm and dropout, then global average pooling and one logit.
+
+    At 128 px the stages end at 64, 32, 16, 8, 4 and 2 px; Grad-CAM takes the
+    128-channel stage (stride 16, 8x8).
+    """
+
+    WIDTHS = (16, 32, 64, 128, 256, 512)
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.features = nn.Sequential()
+        self.feature_info = []
+        cin = in_chans
+        for i, cout in enumerate(self.WIDTHS):
+            self.features.add_module(
+                f"stage{i + 1}",
+                nn.Sequential(
+                    nn.Conv2d(cin, cout, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(cout), nn.Dropout(dropout),
+                ),
+            )
+            self.feature_info.append({"module": f"features.stage{i + 1}", "reduction": 2 ** (i + 1)})
+            cin = cout
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(0.5)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head_drop(self.pool(self.features(x)).flatten(1)))
+
+
+class TinyVGG(nn.Module):
+    """TinyVGG (the CNN Explainer net), one of the two shallow members of seed
+    000's first ensemble: two blocks of conv-ReLU-conv-ReLU-maxpool with 10
+    channels. Global average pooling instead of flatten keeps it size-agnostic;
+    a stride-4 stem undoes the x4 super-resolution so the blocks see source
+    pixels (its Grad-CAM layer is ``block2``, stride 16)."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1, hidden: int = 10) -> None:
+        super().__init__()
+
+        def block(cin: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, hidden, 3, 1, 1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2)
+            )
+
+        self.features = nn.Sequential()
+        self.features.add_module("stem", nn.Sequential(nn.Conv2d(in_chans, hidden, 4, 4), nn.ReLU()))
+        self.features.add_module("block1", block(hidden))
+        self.features.add_module("block2", block(hidden))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(hidden, num_classes)
+        self.feature_info = [
+            {"module": "features.stem", "reduction": 4},
+            {"module": "features.block1", "reduction": 8},
+            {"module": "features.block2", "reduction": 16},
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))

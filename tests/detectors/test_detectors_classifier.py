@@ -26,12 +26,29 @@ def test_default_is_densenet121_with_one_logit():
 
 
 def test_normalisation_is_inside_the_wrapper():
-    model = build_classifier(ClassifierConfig(backbone="tiny_cnn")).eval()
+    model = build_classifier(ClassifierConfig(backbone="tiny_cnn", input_norm="imagenet")).eval()
     x = torch.rand(2, 3, 64, 64)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.allclose(model(x), model.backbone((x - mean) / std).reshape(-1), atol=1e-6)
+
+
+def test_default_normalisation_removes_each_images_mean_colour():
+    model = build_classifier(ClassifierConfig(backbone="tiny_cnn")).eval()
+    assert model.config.input_norm == "image_mean"
+    x = torch.rand(2, 3, 64, 64) * 0.5
+    shifted = x + torch.tensor([0.3, -0.1, 0.2]).view(1, 3, 1, 1)  # another mean colour, same detail
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(shifted), atol=1e-5)
+        expected = model.backbone((x - x.mean(dim=(2, 3), keepdim=True)) / std).reshape(-1)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def test_old_checkpoint_without_input_norm_keeps_imagenet_normalisation():
+    config = ClassifierConfig.from_dict({"backbone": "tiny_cnn", "grayscale": False, "image_size": 128, "lr_size": 32})
+    assert config.input_norm == "imagenet"
 
 
 def test_grayscale_ignores_colour_at_equal_luma():
@@ -55,7 +72,7 @@ def test_other_timm_backbone_by_name():
 
 
 def test_unknown_backbone_is_usage_error():
-    with pytest.raises(UsageError, match="unknown timm backbone"):
+    with pytest.raises(UsageError, match="unknown backbone"):
         build_classifier(ClassifierConfig(backbone="no_such_net_42"))
 
 

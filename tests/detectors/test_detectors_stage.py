@@ -75,13 +75,14 @@ def test_stage_probability_equals_plain_forward(trained_tiny, fake_images):
     import torch
 
     from detectors.classifier import load_classifier
-    from detectors.evaluate import prepare_batch
+    from detectors.pipeline import LRPipeline
     from detectors.sr.load import load_sr, pil_to_tensor
 
     stage = DetectorStage.from_paths(classifier=trained_tiny)
     images = [im for im, _ in fake_images[:4]]
     model, _ = load_classifier(trained_tiny)
-    x = torch.stack([pil_to_tensor(im) for im in images]).mul(255).round().to(torch.uint8)
+    # The training/eval pipeline (differentiable, for FGSM) computes what the stage computes.
+    x = torch.stack([pil_to_tensor(im) for im in images])
     with torch.no_grad():
-        expected = torch.sigmoid(model(prepare_batch(x, load_sr(None), 128, "cpu"))).numpy()
+        expected = torch.sigmoid(LRPipeline(model, load_sr(None)).eval()(x)).numpy()
     assert [r.p_fake for r in stage.run(images)] == pytest.approx(expected.tolist(), abs=1e-5)
