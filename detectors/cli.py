@@ -83,14 +83,19 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 1e-4)")
     p.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up, then cosine decay (default 1)")
     p.add_argument("--fgsm-eps", type=_eps, default=None,
-                   help="FGSM budget on the 32-px input, in [0,1]; 0 = no adversarial training (default 2/255)")
+                   help="FGSM budget on the 32-px input, in [0,1]; 0 = no adversarial training (default 1/255)")
     p.add_argument("--adv-weight", type=float, default=None, help="weight of the adversarial loss, rest clean (default 0.5)")
     p.add_argument("--adv-start-epoch", type=int, default=None, help="first adversarial epoch, 0-based (default 2)")
+    p.add_argument("--adv-batchnorm", choices=("batch", "running"), default=None,
+                   help="normalise the adversarial half with the running statistics (default) or its own batch "
+                        "statistics; either way the running statistics come from clean images only")
     p.add_argument("--augment", default=None, help="comma list of flip,crop,blur,jpeg,resize or none (default flip,crop)")
     p.add_argument("--val-fraction", type=float, default=None, help="validation share of train/ (default 0.1)")
     p.add_argument("--select-by", choices=("val_loss", "val_auc"), default=None, help="best-epoch rule (default val_loss)")
     p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement; 0 = never (default 4)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its recorded hyperparameters")
+    p.add_argument("--stop-after-epochs", type=_positive, default=None,
+                   help="end this invocation after N epochs (e.g. a time-limited job); --resume continues")
     _common(p)
     p.set_defaults(func=run_train_detector)
 
@@ -103,7 +108,7 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sr-weights", help="override the SR weights recorded in the checkpoint")
     p.add_argument("--fgsm-eps", type=_eps, default=None, help="FGSM epsilon (default: the training one); 0 = skip")
     p.add_argument("--fgsm-sweep", default=None,
-                   help="also score these budgets, e.g. 1/255,2/255,4/255,8/255 ('default' = that list)")
+                   help="also score these budgets, e.g. 1/255,2/255 ('default': 0.5, 1, 2, 4 and 8 /255)")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="write roc.png, pr.png and confusion.png here (default: CHECKPOINT/eval-SPLIT); 'none' = no plots")
     p.add_argument("--batch-size", type=_positive, default=64)
@@ -130,7 +135,7 @@ def run_train_sr(args: argparse.Namespace) -> int:
 
 TRAIN_OPTIONS = (
     "backbone", "pretrained_file", "grayscale", "input_norm", "sr_weights", "lr_size", "image_size", "epochs",
-    "batch_size", "lr", "weight_decay", "warmup_epochs", "fgsm_eps", "adv_weight", "adv_start_epoch", "augment",
+    "batch_size", "lr", "weight_decay", "warmup_epochs", "fgsm_eps", "adv_weight", "adv_start_epoch", "adv_batchnorm", "augment",
     "val_fraction", "select_by", "patience",
 )
 
@@ -148,7 +153,8 @@ def run_train_detector(args: argparse.Namespace) -> int:
     explicit = {k for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     options.update({k: getattr(args, k) for k in explicit})
     cfg = DetectorTrainConfig(data_dir=args.data_dir, out_dir=args.out, seed=args.seed, device=args.device,
-                              resume=args.resume, progress=not args.no_progress, recipe=args.recipe, explicit=explicit)
+                              resume=args.resume, progress=not args.no_progress, recipe=args.recipe, explicit=explicit,
+                              stop_after_epochs=args.stop_after_epochs)
     for key, value in options.items():
         setattr(cfg, key, float(value) if isinstance(getattr(cfg, key), float) and type(value) is int else value)
     summary = train_detector(cfg)

@@ -22,7 +22,7 @@ from detectors.pipeline import LRPipeline
 from detectors.progress import make_progress, note
 from detectors.sr.load import load_sr
 
-DEFAULT_SWEEP = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+DEFAULT_SWEEP = (0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
 
 
 def predict(

@@ -21,7 +21,7 @@ MAX_RECIPE_BYTES = 64 * 1024
 RECIPE_KEYS: dict[str, tuple[type, ...]] = {
     "description": (str,), "backbone": (str,), "grayscale": (bool,), "input_norm": (str,), "lr_size": (int,),
     "image_size": (int,), "epochs": (int,), "batch_size": (int,), "lr": (int, float), "weight_decay": (int, float),
-    "warmup_epochs": (int, float), "fgsm_eps": (int, float), "adv_weight": (int, float), "adv_start_epoch": (int,),
+    "warmup_epochs": (int, float), "fgsm_eps": (int, float), "adv_weight": (int, float), "adv_start_epoch": (int,), "adv_batchnorm": (str,),
     "augment": (str, list), "val_fraction": (int, float), "select_by": (str,), "patience": (int,),
 }
 

@@ -68,7 +68,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_tiny(synth_data, tmp_path_factory) -> Path:
-    """tiny_cnn trained through the real CLI entry point: 4 epochs (2 clean, 2 FGSM)."""
+    """tiny_cnn trained through the real CLI entry point: 4 epochs (2 clean, then 2 clean + FGSM)."""
     from explainer.cli import main
 
     root, _ = synth_data

@@ -4,7 +4,7 @@ Data from :mod:`detectors.synthetic` (every fake carries an 8-12 px patch of a
 checkerboard, grid or spectral trace a few grey levels strong; the trace is the
 only difference between the classes). Training is ``explain train detector
 DATA --backbone tiny_cnn`` with every other option at its default: RGB, FGSM
-on at 8/255, default epochs, learning rate and validation split. The first
+on at 1/255, default epochs, learning rate and validation split. The first
 version of the recipe ended at chance on such data (0.525 held-out accuracy,
 AUC 0.52, see the README).
 """
@@ -46,11 +46,11 @@ def test_default_recipe_learns_the_trace_and_reports_fgsm_beside_clean(default_r
     hp = meta["hyperparameters"]
     # Defaults truly used, recorded.
     assert hp["grayscale"] is False and hp["input_norm"] == "image_mean"
-    assert hp["fgsm_eps"] == pytest.approx(8 / 255) and hp["adv_weight"] > 0
+    assert hp["fgsm_eps"] == pytest.approx(1 / 255) and hp["adv_weight"] > 0 and hp["adv_batchnorm"] == "running"
     assert hp["val_fraction"] == 0.1 and hp["augment"] == ["flip", "crop"]
     assert any(h["adversarial"] for h in meta["history"])
     assert meta["test"]["accuracy"] >= 0.9, meta["test"]
-    # The attacked score sits beside the clean one (budget 8/255 > the 5-level trace: it may be low).
+    # The attacked score sits beside the clean one.
     assert 0.0 <= meta["test_fgsm"]["accuracy"] <= 1.0
     # The kept weights are the best validation epoch's.
     losses = [h["val"]["loss"] for h in meta["history"]]
@@ -80,8 +80,7 @@ def test_adversarial_batches_do_not_move_batchnorm_statistics():
     model(torch.rand(4, 3, 128, 128))
     before = bn.running_var.clone(), bn.running_mean.clone()
     with batchnorm_stats_kept(model):
-        loss = model(torch.rand(4, 3, 128, 128) * 3).sum()  # very different statistics
-    loss.backward()
+        model(torch.rand(4, 3, 128, 128) * 3).sum().backward()  # very different statistics
     assert torch.equal(bn.running_var, before[0]) and torch.equal(bn.running_mean, before[1])
     assert bn.training and model.training  # normalised with its own batch statistics, as the clean half
     assert bn.weight.grad is not None  # the weights still learn from the batch

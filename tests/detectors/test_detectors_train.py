@@ -42,8 +42,13 @@ def test_training_reaches_95_percent_held_out(trained_tiny, synth_data):
     assert result["clean"]["accuracy"] >= 0.95
     meta = read_meta(trained_tiny)
     assert meta["backbone"] == "tiny_cnn" and meta["epoch"] == 4 and meta["image_size"] == 128
-    assert [h["adversarial"] for h in meta["history"]] == [False, True, False, True]  # every other epoch
+    assert [h["adversarial"] for h in meta["history"]] == [False, False, True, True]  # from the 3rd epoch on
     assert torch.load(trained_tiny / "optimizer.pt", weights_only=True)["epoch"] == 4
+    # Every hyperparameter truly used is recorded.
+    hp = meta["hyperparameters"]
+    assert hp["lr"] == 3e-3 and hp["epochs"] == 4 and hp["batch_size"] == 32 and hp["backbone"] == "tiny_cnn"
+    assert hp["fgsm_eps"] == pytest.approx(1 / 255) and hp["val_fraction"] == 0.1 and hp["seed"] == 0
+    assert 1 <= meta["best_epoch"] <= 4 and "val" in meta["history"][0]
 
 
 def test_gradcam_peak_falls_in_the_planted_patch(trained_tiny, fake_images):
@@ -60,29 +65,57 @@ def test_eval_prints_all_six_metrics_clean_and_fgsm(trained_tiny, synth_data, ca
     for name in METRIC_NAMES:
         assert name in lines and len(lines[name]) == 2, out  # clean and FGSM columns
         assert all(0.0 <= float(v) <= 1.0 for v in lines[name])
-    assert "FGSM 0.0314" in out
+    assert "FGSM 0.0039" in out  # the training budget, 1/255
+    assert "real" in out and "fake" in out and "confusion" in out
+    for name in ("roc.png", "pr.png", "confusion.png"):  # default plots folder: next to the checkpoint
+        png = trained_tiny / "eval-test" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
     assert main(["eval", "detector", str(root), "--checkpoint", str(trained_tiny / "detector.safetensors"),
-                 "--json", "--no-progress", "--fgsm-eps", "16/255"]) == 0
+                 "--json", "--no-progress", "--fgsm-eps", "16/255", "--fgsm-sweep", "1/255,4/255",
+                 "--plots", "none"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["clean"]) == set(METRIC_NAMES) == set(data["fgsm"])
     assert data["fgsm_eps"] == pytest.approx(16 / 255)
     assert data["clean"]["accuracy"] >= 0.95
     assert data["sr_method"] == "bicubic"
+    # Per-class report and confusion matrix agree with the accuracy.
+    (tn, fp), (fn, tp) = data["report"]["confusion_matrix"]
+    assert tn + fp == fn + tp == 50 and (tn + tp) / 100 == pytest.approx(data["clean"]["accuracy"])
+    assert data["report"]["per_class"]["fake"]["recall"] == pytest.approx(tp / 50)
+    # A larger budget never helps the detector (same seed, same images).
+    sweep = {round(r["eps_255"]): r["accuracy"] for r in data["fgsm_sweep"]}
+    assert set(sweep) == {1, 4} and sweep[4] <= sweep[1] + 0.02 and data["fgsm"]["accuracy"] <= sweep[4] + 0.02
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):
     common = ["train", "detector", str(tiny_data), "--backbone", "tiny_cnn", "--batch-size", "4",
               "--image-size", "64", "--lr", "1e-3", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "straight"), "--epochs", "2"]) == 0
-    assert main(common + ["--out", str(tmp_path / "split"), "--epochs", "1"]) == 0
+    assert main(common + ["--out", str(tmp_path / "split"), "--epochs", "2", "--stop-after-epochs", "1"]) == 0
     assert read_meta(tmp_path / "split")["epoch"] == 1
     assert main(common + ["--out", str(tmp_path / "split"), "--epochs", "2", "--resume"]) == 0
-    a = load_file(str(tmp_path / "straight" / "detector.safetensors"))
-    b = load_file(str(tmp_path / "split" / "detector.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
-    assert read_meta(tmp_path / "split")["epoch"] == 2
+    for name in ("last.safetensors", "detector.safetensors"):
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(tmp_path / "split" / name))
+        assert a.keys() == b.keys()
+        assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a), name
+    split, straight = read_meta(tmp_path / "split"), read_meta(tmp_path / "straight")
+    assert split["epoch"] == 2 and split["hyperparameters"] == straight["hyperparameters"]
+    assert split["hyperparameters"]["lr"] == 1e-3
+
+
+def test_resume_uses_the_recorded_hyperparameters_and_says_so(tiny_data, tmp_path, capsys):
+    common = ["train", "detector", str(tiny_data), "--backbone", "tiny_cnn", "--batch-size", "4",
+              "--image-size", "64", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(common + ["--epochs", "1", "--lr", "2e-3", "--fgsm-eps", "1/255"]) == 0
+    capsys.readouterr()
+    assert main(common + ["--epochs", "2", "--resume", "--lr", "0.1"]) == 0
+    err = capsys.readouterr().err
+    assert "ignored --lr 0.1 (the run uses 0.002)" in err
+    meta = read_meta(tmp_path / "r")
+    assert meta["lr"] == 2e-3 and meta["hyperparameters"]["lr"] == 2e-3 and meta["epochs"] == 2
+    assert meta["hyperparameters"]["fgsm_eps"] == pytest.approx(1 / 255)
     # Without --resume an existing run is not overwritten.
     assert main(common + ["--out", str(tmp_path / "split"), "--epochs", "1"]) == 2
 
