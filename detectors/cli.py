@@ -87,8 +87,8 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--adv-weight", type=float, default=None, help="weight of the adversarial loss, rest clean (default 0.5)")
     p.add_argument("--adv-start-epoch", type=int, default=None, help="first adversarial epoch, 0-based (default 2)")
     p.add_argument("--adv-batchnorm", choices=("batch", "running"), default=None,
-                   help="normalise the adversarial half with the running statistics (default) or its own batch "
-                        "statistics; either way the running statistics come from clean images only")
+                   help="normalise the adversarial half with its own batch statistics, then discarded (default), or "
+                        "the running ones; either way the running statistics come from clean images only")
     p.add_argument("--augment", default=None, help="comma list of flip,crop,blur,jpeg,resize or none (default flip,crop)")
     p.add_argument("--val-fraction", type=float, default=None, help="validation share of train/ (default 0.1)")
     p.add_argument("--select-by", choices=("val_loss", "val_auc"), default=None, help="best-epoch rule (default val_loss)")

@@ -58,7 +58,7 @@ class batchnorm_stats_kept:
     """``with batchnorm_stats_kept(model):`` a forward pass in training mode whose
     BatchNorm running statistics are put back afterwards.
 
-    ``--adv-batchnorm batch``: adversarial batches are normalised with their own
+    ``--adv-batchnorm batch`` (the default): adversarial batches are normalised with their own
     batch statistics, as the clean batch next to them is, but their statistics
     never reach the running averages the deployed model normalises with. The
     restore is in place, so the adversarial backward pass must run inside the block.
@@ -86,7 +86,7 @@ class batchnorm_stats_kept:
 class frozen_batchnorm:
     """``with frozen_batchnorm(model):`` BatchNorm layers normalise with their running
     statistics and leave them alone (eval mode); everything else stays in training mode.
-    ``--adv-batchnorm running`` (the default): the adversarial half is normalised as
+    ``--adv-batchnorm running``: the adversarial half is normalised as
     the deployed model will normalise, and adds nothing to the statistics."""
 
     def __init__(self, model: nn.Module) -> None:

@@ -10,11 +10,12 @@ What it does, and why (measured on planted-trace data, see the README):
   epoch on, every batch is trained on its clean images *and* their FGSM copies
   (``--adv-weight`` mixes the two losses). The attack perturbs the 32-px image
   explain is given, through the upscale (:mod:`detectors.pipeline`), and the
-  adversarial half runs with BatchNorm in eval mode (``--adv-batchnorm running``,
-  :class:`~detectors.pipeline.frozen_batchnorm`) or with its own batch statistics
-  that are then discarded (``batch``, :class:`~detectors.pipeline.batchnorm_stats_kept`):
+  adversarial half is normalised with its own batch statistics, which are then
+  discarded (``--adv-batchnorm batch``, :class:`~detectors.pipeline.batchnorm_stats_kept`),
+  or with BatchNorm in eval mode (``running``, :class:`~detectors.pipeline.frozen_batchnorm`):
   either way the statistics the deployed model normalises with are those of
-  clean images only. The first version trained whole epochs on FGSM images of the
+  clean images only. Measured on planted traces (tiny_cnn, 10 epochs, 1/255):
+  ``batch`` 0.958 clean / 0.70 under FGSM held out, ``running`` 0.942 / 0.44. The first version trained whole epochs on FGSM images of the
   128-px upscale in train-mode BatchNorm: their statistics (up to 246x the clean
   variance in the trace-detecting channels) ended in the checkpoint and the
   model sat at chance although its weights had learned the trace.
@@ -105,7 +106,7 @@ class DetectorTrainConfig:
     fgsm_eps: float = TRAIN_EPS  # 0 turns adversarial training off
     adv_weight: float = 0.5  # loss = (1 - w) * clean + w * adversarial
     adv_start_epoch: int = 2  # 0-based: the first epochs learn on clean images only
-    adv_batchnorm: str = "running"  # adversarial half normalised by the running ("running") or its own ("batch") statistics
+    adv_batchnorm: str = "batch"  # adversarial half normalised by its own ("batch") or the running ("running") statistics
     augment: tuple[str, ...] = DEFAULT_AUGMENT
     val_fraction: float = 0.1
     select_by: str = "val_loss"
@@ -131,6 +132,12 @@ class DetectorTrainConfig:
             raise UsageError(f"--adv-batchnorm {self.adv_batchnorm}: expected batch or running")
         if self.select_by not in SELECT_BY:
             raise UsageError(f"--select-by {self.select_by}: expected one of {', '.join(SELECT_BY)}")
+        if not (0 <= self.warmup_epochs <= 1000):
+            raise UsageError(f"--warmup-epochs {self.warmup_epochs}: must be between 0 and 1000")
+        if not (0 <= self.adv_start_epoch <= 100_000):
+            raise UsageError(f"--adv-start-epoch {self.adv_start_epoch}: must be >= 0")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UsageError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         if self.patience < 0:
             raise UsageError(f"--patience {self.patience}: must be >= 0")
         if self.batch_size < 2:
@@ -172,7 +179,17 @@ def _resume_config(cfg: DetectorTrainConfig, out: Path) -> tuple[dict[str, Any],
     for key in FROZEN_ON_RESUME:
         if key not in recorded:
             raise UsageError(f"{out / CONFIG_NAME}: hyperparameters.{key} is missing; cannot resume this run")
-        value = tuple(recorded[key]) if key == "augment" and isinstance(recorded[key], list) else recorded[key]
+        value = recorded[key]
+        expected = type(getattr(DetectorTrainConfig(data_dir=""), key))
+        allowed = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (list,)}.get(expected, (str, type(None)))
+        if key in ("pretrained_file", "sr_weights"):
+            allowed = (str, type(None))
+        if type(value) not in allowed or (expected is tuple and not all(isinstance(v, str) for v in value)):
+            raise UsageError(f"{out / CONFIG_NAME}: hyperparameters.{key} has the wrong type ({type(value).__name__})")
+        if expected is float:
+            value = float(value)
+        if expected is tuple:
+            value = tuple(value)
         if key in cfg.explicit and value != getattr(cfg, key):
             ignored.append(f"--{key.replace('_', '-')} {getattr(cfg, key)} (the run uses {value})")
         setattr(cfg, key, value)
@@ -182,7 +199,10 @@ def _resume_config(cfg: DetectorTrainConfig, out: Path) -> tuple[dict[str, Any],
         cfg.patience = recorded["patience"]
     if "epochs" not in cfg.explicit and isinstance(recorded.get("epochs"), int):
         cfg.epochs = recorded["epochs"]
-    cfg.check()
+    try:
+        cfg.check()
+    except UsageError as exc:
+        raise UsageError(f"{out / CONFIG_NAME}: recorded hyperparameters: {exc}") from None
     return meta, ignored
 
 

@@ -19,26 +19,14 @@ import torch
 
 from detectors.pipeline import batchnorm_stats_kept
 from detectors.stage import DetectorStage
-from detectors.synthetic import TraceSpec, make_dataset
 from explainer.cli import main
 
 SCALE = 4  # 32-px source -> 128-px classifier input
-SPEC = TraceSpec(amplitude=5.0, noise=2.0)
-N_TRAIN, N_TEST = 240, 60  # per class
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("planted")
-    return root, make_dataset(root, N_TRAIN, N_TEST, seed=3, spec=SPEC)
-
-
-@pytest.fixture(scope="module")
-def default_run(planted, tmp_path_factory) -> Path:
-    root, _ = planted
-    out = tmp_path_factory.mktemp("runs") / "default"
-    assert main(["train", "detector", str(root), "--out", str(out), "--backbone", "tiny_cnn", "--no-progress"]) == 0
-    return out
+def default_run(trained_tiny) -> Path:
+    return trained_tiny  # conftest: the default recipe on planted-trace data
 
 
 def test_default_recipe_learns_the_trace_and_reports_fgsm_beside_clean(default_run):
@@ -46,7 +34,7 @@ def test_default_recipe_learns_the_trace_and_reports_fgsm_beside_clean(default_r
     hp = meta["hyperparameters"]
     # Defaults truly used, recorded.
     assert hp["grayscale"] is False and hp["input_norm"] == "image_mean"
-    assert hp["fgsm_eps"] == pytest.approx(1 / 255) and hp["adv_weight"] > 0 and hp["adv_batchnorm"] == "running"
+    assert hp["fgsm_eps"] == pytest.approx(1 / 255) and hp["adv_weight"] > 0 and hp["adv_batchnorm"] == "batch"
     assert hp["val_fraction"] == 0.1 and hp["augment"] == ["flip", "crop"]
     assert any(h["adversarial"] for h in meta["history"])
     assert meta["test"]["accuracy"] >= 0.9, meta["test"]

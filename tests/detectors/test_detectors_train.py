@@ -15,7 +15,6 @@ from detectors.stage import DetectorStage
 from explainer.cli import main
 
 SCALE = 4  # 32 px source -> 128 px classifier input
-PATCH_HR = 12 * SCALE
 
 
 def read_meta(out) -> dict:
@@ -27,38 +26,40 @@ def _peak_hit_rate(checkpoint, fakes, cam_layer=None) -> tuple[float, int]:
     results = stage.run([im for im, _ in fakes])
     detected = [(r, loc) for r, (_, loc) in zip(results, fakes) if r.verdict == "fake"]
     hits = 0
-    for r, (x0, y0) in detected:
+    for r, (x0, y0, x1, y1) in detected:
         if r.heatmap is None:
             continue
         px, py = peak(r.heatmap)
-        hits += SCALE * x0 <= px < SCALE * x0 + PATCH_HR and SCALE * y0 <= py < SCALE * y0 + PATCH_HR
+        # The peak within the patch, give or take one 16-px Grad-CAM cell.
+        hits += SCALE * x0 - 16 <= px < SCALE * x1 + 16 and SCALE * y0 - 16 <= py < SCALE * y1 + 16
     return hits / max(len(detected), 1), len(detected)
 
 
-def test_training_reaches_95_percent_held_out(trained_tiny, synth_data):
-    root, _ = synth_data
+def test_training_reaches_90_percent_held_out(trained_tiny, planted):
+    root, _ = planted
     result = evaluate_detector(EvalConfig(str(root), str(trained_tiny), fgsm_eps=0, progress=False))
-    assert result["n"] == 100
-    assert result["clean"]["accuracy"] >= 0.95
+    assert result["n"] == 120
+    assert result["clean"]["accuracy"] >= 0.9
     meta = read_meta(trained_tiny)
-    assert meta["backbone"] == "tiny_cnn" and meta["epoch"] == 4 and meta["image_size"] == 128
-    assert [h["adversarial"] for h in meta["history"]] == [False, False, True, True]  # from the 3rd epoch on
-    assert torch.load(trained_tiny / "optimizer.pt", weights_only=True)["epoch"] == 4
+    assert meta["backbone"] == "tiny_cnn" and meta["image_size"] == 128
+    n = meta["epoch"]
+    assert [h["adversarial"] for h in meta["history"]] == [False, False] + [True] * (n - 2)  # from the 3rd epoch on
+    assert torch.load(trained_tiny / "optimizer.pt", weights_only=True)["epoch"] == n
     # Every hyperparameter truly used is recorded.
     hp = meta["hyperparameters"]
-    assert hp["lr"] == 3e-3 and hp["epochs"] == 4 and hp["batch_size"] == 32 and hp["backbone"] == "tiny_cnn"
+    assert hp["lr"] == 1e-3 and hp["epochs"] == 10 and hp["batch_size"] == 32 and hp["backbone"] == "tiny_cnn"
     assert hp["fgsm_eps"] == pytest.approx(1 / 255) and hp["val_fraction"] == 0.1 and hp["seed"] == 0
-    assert 1 <= meta["best_epoch"] <= 4 and "val" in meta["history"][0]
+    assert 1 <= meta["best_epoch"] <= n and "val" in meta["history"][0]
 
 
 def test_gradcam_peak_falls_in_the_planted_patch(trained_tiny, fake_images):
     rate, detected = _peak_hit_rate(trained_tiny, fake_images)
-    assert detected >= 45  # of 50 fakes
+    assert detected >= 50  # of 60 fakes
     assert rate >= 0.8
 
 
-def test_eval_prints_all_six_metrics_clean_and_fgsm(trained_tiny, synth_data, capsys):
-    root, _ = synth_data
+def test_eval_prints_all_six_metrics_clean_and_fgsm(trained_tiny, planted, capsys):
+    root, _ = planted
     assert main(["eval", "detector", str(root), "--checkpoint", str(trained_tiny), "--no-progress"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
@@ -77,12 +78,12 @@ def test_eval_prints_all_six_metrics_clean_and_fgsm(trained_tiny, synth_data, ca
     data = json.loads(capsys.readouterr().out)
     assert set(data["clean"]) == set(METRIC_NAMES) == set(data["fgsm"])
     assert data["fgsm_eps"] == pytest.approx(16 / 255)
-    assert data["clean"]["accuracy"] >= 0.95
+    assert data["clean"]["accuracy"] >= 0.9
     assert data["sr_method"] == "bicubic"
     # Per-class report and confusion matrix agree with the accuracy.
     (tn, fp), (fn, tp) = data["report"]["confusion_matrix"]
-    assert tn + fp == fn + tp == 50 and (tn + tp) / 100 == pytest.approx(data["clean"]["accuracy"])
-    assert data["report"]["per_class"]["fake"]["recall"] == pytest.approx(tp / 50)
+    assert tn + fp == fn + tp == 60 and (tn + tp) / 120 == pytest.approx(data["clean"]["accuracy"])
+    assert data["report"]["per_class"]["fake"]["recall"] == pytest.approx(tp / 60)
     # A larger budget never helps the detector (same seed, same images).
     sweep = {round(r["eps_255"]): r["accuracy"] for r in data["fgsm_sweep"]}
     assert set(sweep) == {1, 4} and sweep[4] <= sweep[1] + 0.02 and data["fgsm"]["accuracy"] <= sweep[4] + 0.02
@@ -134,13 +135,34 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_densenet121_reaches_95_percent_and_localises(synth_data, fake_images, tmp_path):
-    """The default backbone, from random weights (about 3 min on 2 cores)."""
-    root, _ = synth_data
+def test_densenet121_default_recipe_learns_and_localises(planted, fake_images, tmp_path):
+    """The default backbone and recipe, from random weights (tens of minutes on 2 cores)."""
+    root, _ = planted
     out = tmp_path / "dn"
-    assert main(["train", "detector", str(root), "--out", str(out), "--epochs", "3", "--lr", "1e-3",
-                 "--batch-size", "32", "--no-progress"]) == 0
+    assert main(["train", "detector", str(root), "--out", str(out), "--no-progress"]) == 0
     result = evaluate_detector(EvalConfig(str(root), str(out), fgsm_eps=0, progress=False))
-    assert result["clean"]["accuracy"] >= 0.95
+    assert result["clean"]["accuracy"] >= 0.9
     rate, detected = _peak_hit_rate(out, fake_images)
-    assert detected >= 45 and rate >= 0.8
+    assert detected >= 50 and rate >= 0.8
+
+
+def test_edited_detector_json_on_resume_is_one_line(tiny_data, tmp_path, capsys):
+    out = tmp_path / "r"
+    common = ["train", "detector", str(tiny_data), "--backbone", "tiny_cnn", "--batch-size", "4",
+              "--image-size", "64", "--no-progress", "--out", str(out)]
+    assert main(common + ["--epochs", "1"]) == 0
+    good = read_meta(out)
+    edits = [
+        ({"hyperparameters": {**good["hyperparameters"], "lr": "fast"}}, "hyperparameters.lr has the wrong type"),
+        ({"hyperparameters": {**good["hyperparameters"], "augment": "flip"}}, "hyperparameters.augment has the wrong type"),
+        ({"hyperparameters": {**good["hyperparameters"], "fgsm_eps": 5.0}}, "--fgsm-eps 5.0: must be in [0, 1]"),
+        ({"hyperparameters": {k: v for k, v in good["hyperparameters"].items() if k != "seed"}}, "hyperparameters.seed is missing"),
+        ({"hyperparameters": [1, 2]}, "no 'hyperparameters' record"),
+        ({"image_size": 10**6}, "image_size = 1000000"),
+    ]
+    for edit, fragment in edits:
+        (out / "detector.json").write_text(json.dumps({**good, **edit}))
+        capsys.readouterr()
+        assert main(common + ["--epochs", "2", "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and err.count("\n") == 0 and "Traceback" not in err, err
