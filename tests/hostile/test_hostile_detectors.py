@@ -8,6 +8,7 @@ file, the key and the problem, exit 2, without allocating what the file asks for
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,46 @@ from safetensors.torch import save_file
 
 # Enough for torch and a small model, far below what the hostile files ask for.
 MEM_MB = 4096 + 1536
+
+
+if not (Path(__file__).parent / "conftest.py").is_file():
+    # tests/hostile/conftest.py provides ``run_cli``; until it is there, the same contract in a few lines.
+    import os
+    import resource
+    import subprocess
+    import sys
+    from dataclasses import dataclass
+
+    @dataclass
+    class _Result:
+        returncode: int
+        stdout: str
+        stderr: str
+
+        def assert_one_line_error(self, code: int, *fragments: str) -> str:
+            assert self.returncode == code, self
+            assert "Traceback" not in self.stderr, self
+            lines = [ln for ln in self.stderr.splitlines() if ln.startswith("explain") and "error:" in ln]
+            assert lines, self
+            for fragment in fragments:
+                assert fragment in lines[-1], (fragment, lines[-1])
+            return lines[-1]
+
+    @pytest.fixture
+    def run_cli():
+        root = Path(__file__).resolve().parents[2]
+
+        def run(args, mem_limit_mb=MEM_MB, timeout=60):
+            def limit():
+                resource.setrlimit(resource.RLIMIT_AS, (mem_limit_mb * 2**20,) * 2)
+
+            env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAIN_")}
+            env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", COLUMNS="200")
+            p = subprocess.run([sys.executable, "-m", "explainer.cli", *map(str, args)], capture_output=True, text=True,
+                               timeout=timeout, env=env, preexec_fn=limit, stdin=subprocess.DEVNULL)
+            return _Result(p.returncode, p.stdout, p.stderr)
+
+        return run
 
 
 def _tiny_dataset(root, n=6):
@@ -41,9 +82,9 @@ def _rrdb_keys(block_index: int, feat: int = 4, grow: int = 2) -> dict[str, torc
     }
 
 
-@pytest.mark.parametrize(
-    "state, fragments",
-    [
+# Every cap is checked in process in tests/detectors/test_detectors_hostile_inputs.py; through
+# the command line (subprocess, memory limit) one case per kind of file.
+SR_CASES = [
         (_rrdb_keys(99_999_999), ("body.99999999.rdb1.conv1.weight", "MAX_RRDB_BLOCKS")),
         (_rrdb_keys(3, feat=100_000), ("conv_first.weight", "MAX_SR_FEATURES")),
         (_rrdb_keys(3, grow=5_000), ("body.0.rdb1.conv1.weight", "MAX_SR_GROWTH")),
@@ -55,9 +96,11 @@ def _rrdb_keys(block_index: int, feat: int = 4, grow: int = 2) -> dict[str, torc
         ({"conv_first.weight": torch.zeros(4), "body.0.rdb1.conv1.weight": torch.zeros(2, 4, 3, 3)},
          ("conv_first.weight", "4 dimensions")),
         ({"conv_first.weight": torch.zeros(4, 3, 3, 3), "body.x.weight": torch.zeros(1)}, ("body.x.weight",)),
-    ],
-    ids=["rrdb-blocks", "rrdb-features", "rrdb-growth", "rrdb-params", "srvgg-convs", "srvgg-features", "not-conv", "bad-index"],
-)
+]
+SR_IDS = ["rrdb-blocks", "rrdb-features", "rrdb-growth", "rrdb-params", "srvgg-convs", "srvgg-features", "not-conv", "bad-index"]
+
+
+@pytest.mark.parametrize("state, fragments", [SR_CASES[0], SR_CASES[4]], ids=[SR_IDS[0], SR_IDS[4]])
 def test_sr_weights_whose_keys_imply_a_huge_net_are_refused_before_allocating(run_cli, tmp_path, state, fragments):
     path = tmp_path / "evil.safetensors"
     save_file(state, str(path))
@@ -80,9 +123,7 @@ def _detector_dir(tmp_path, **meta):
     return d
 
 
-@pytest.mark.parametrize(
-    "meta, fragments",
-    [
+JSON_CASES = [
         ({"lr_size": 10**9}, ("lr_size = 1000000000", "8..512")),
         ({"image_size": 100_000}, ("image_size = 100000", "16..1024")),
         ({"image_size": "128"}, ("image_size must be an integer",)),
@@ -95,10 +136,12 @@ def _detector_dir(tmp_path, **meta):
         ({"backbone": ["densenet121"]}, ("backbone must be",)),
         ({"backbone": "no_such_net_xyz"}, ("unknown backbone",)),
         ({"backbone": "ensemble:" + "+".join(["tiny_cnn"] * 9)}, ("2 to 4 members",)),
-    ],
-    ids=["lr_size", "image_size", "str-size", "float-size", "random_init-str", "grayscale-int", "input_norm",
-         "hf-hub", "local-dir", "list-backbone", "unknown", "ensemble-size"],
-)
+]
+JSON_IDS = ["lr_size", "image_size", "str-size", "float-size", "random_init-str", "grayscale-int", "input_norm",
+            "hf-hub", "local-dir", "list-backbone", "unknown", "ensemble-size"]
+
+
+@pytest.mark.parametrize("meta, fragments", [JSON_CASES[0], JSON_CASES[4], JSON_CASES[7]], ids=[JSON_IDS[i] for i in (0, 4, 7)])
 def test_detector_json_is_validated_before_anything_is_built(run_cli, tmp_path, meta, fragments):
     d = _detector_dir(tmp_path, **meta)
     img = tmp_path / "1.png"
@@ -109,7 +152,7 @@ def test_detector_json_is_validated_before_anything_is_built(run_cli, tmp_path, 
 
 def test_backbone_option_accepts_timm_names_only(run_cli, tmp_path):
     data = _tiny_dataset(tmp_path / "data")
-    for bad in ("hf-hub:timm/resnet18.a1_in1k", "local-dir:/etc", "../../etc/passwd"):
+    for bad in ("local-dir:/etc",):
         r = run_cli(["train", "detector", str(data), "--backbone", bad, "--out", str(tmp_path / "o"), "--no-progress"],
                     mem_limit_mb=MEM_MB, timeout=120)
         r.assert_one_line_error(2, bad)
@@ -134,14 +177,11 @@ def test_edited_sr_json_on_resume_is_one_line(run_cli, tmp_path):
         ({"lr": "fast"}, "lr must be"),
         ({"history": None}, "history must be"),
     ]
-    for edit, fragment in edits:
+    for edit, fragment in edits[:1]:  # the others in process: tests/detectors/test_detectors_hostile_inputs.py
         (out / "sr.json").write_text(json.dumps({**good, **edit}))
         r = run_cli(["train", "sr", str(hr), "--resume", "--epochs", "2", "--patch", "16", "--out", str(out),
                      "--no-progress"], mem_limit_mb=MEM_MB, timeout=120)
         r.assert_one_line_error(2, "sr.json", fragment)
-    (out / "sr.json").write_text("{not json")
-    r = run_cli(["train", "sr", str(hr), "--resume", "--out", str(out), "--no-progress"], mem_limit_mb=MEM_MB, timeout=120)
-    r.assert_one_line_error(2, "sr.json", "not valid JSON")
 
 
 def test_decompression_bomb_in_a_training_folder_is_skipped_with_a_warning(run_cli, tmp_path):
