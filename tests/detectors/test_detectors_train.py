@@ -104,6 +104,8 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     split, straight = read_meta(tmp_path / "split"), read_meta(tmp_path / "straight")
     assert split["epoch"] == 2 and split["hyperparameters"] == straight["hyperparameters"]
     assert split["hyperparameters"]["lr"] == 1e-3
+    # Without --resume an existing run is not overwritten.
+    assert main(common + ["--out", str(tmp_path / "split"), "--epochs", "1"]) == 2
 
 
 def test_resume_uses_the_recorded_hyperparameters_and_says_so(tiny_data, tmp_path, capsys):
@@ -117,8 +119,6 @@ def test_resume_uses_the_recorded_hyperparameters_and_says_so(tiny_data, tmp_pat
     meta = read_meta(tmp_path / "r")
     assert meta["lr"] == 2e-3 and meta["hyperparameters"]["lr"] == 2e-3 and meta["epochs"] == 2
     assert meta["hyperparameters"]["fgsm_eps"] == pytest.approx(1 / 255)
-    # Without --resume an existing run is not overwritten.
-    assert main(common + ["--out", str(tmp_path / "split"), "--epochs", "1"]) == 2
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
