@@ -92,7 +92,9 @@ def register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", default=None, help="comma list of flip,crop,blur,jpeg,resize or none (default flip,crop)")
     p.add_argument("--val-fraction", type=float, default=None, help="validation share of train/ (default 0.1)")
     p.add_argument("--select-by", choices=("val_loss", "val_auc"), default=None, help="best-epoch rule (default val_loss)")
-    p.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement; 0 = never (default 4)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without improvement, counted once validation AUC reaches 0.6; "
+                        "0 = never (default 5)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out with its recorded hyperparameters")
     p.add_argument("--stop-after-epochs", type=_positive, default=None,
                    help="end this invocation after N epochs (e.g. a time-limited job); --resume continues")

@@ -110,7 +110,7 @@ class DetectorTrainConfig:
     augment: tuple[str, ...] = DEFAULT_AUGMENT
     val_fraction: float = 0.1
     select_by: str = "val_loss"
-    patience: int = 5  # epochs without a better validation score; 0 = never stop early
+    patience: int = 5  # epochs without a better validation score, once learning has started; 0 = never stop early
     seed: int = 0
     recipe: str | None = None
     stop_after_epochs: int | None = None  # end this invocation early (a time-limited job); --resume continues
@@ -206,6 +206,21 @@ def _resume_config(cfg: DetectorTrainConfig, out: Path) -> tuple[dict[str, Any],
     return meta, ignored
 
 
+# Early stopping waits until the model has started to learn: on faint traces the
+# first epochs often sit at chance (measured: 4 to 5 epochs) before the loss
+# falls, and a patience counted from epoch 1 stopped such a run at chance.
+LEARNING_STARTED_AUC = 0.6
+
+
+def update_patience(best: dict, improved: bool, epoch: int, score: float, val_auc: float | None) -> dict:
+    """The best-epoch record after one epoch; ``bad_epochs`` counts only once validation AUC
+    has reached :data:`LEARNING_STARTED_AUC` (``started`` remembers that it has)."""
+    started = bool(best.get("started")) or (val_auc is not None and val_auc >= LEARNING_STARTED_AUC)
+    if improved:
+        return {"epoch": epoch, "score": score, "bad_epochs": 0, "started": started}
+    return {**best, "bad_epochs": best["bad_epochs"] + (1 if started else 0), "started": started}
+
+
 def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, y)
 
@@ -268,6 +283,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             best = {k: state["best"][k] for k in ("epoch", "score", "bad_epochs")}
+            best["started"] = bool(state["best"].get("started", True))
         except (KeyError, ValueError, TypeError) as exc:
             raise UsageError(f"{out / OPTIMIZER_NAME}: optimizer state does not fit the model ({type(exc).__name__})") from None
 
@@ -332,10 +348,7 @@ def train_detector(cfg: DetectorTrainConfig) -> dict[str, Any]:
                 record["train_adv_loss"] = sums["adv"] / max(seen, 1)
             score = val["loss"] if cfg.select_by == "val_loss" else -(val["roc_auc"] if val["roc_auc"] is not None else 0.0)
             improved = best["score"] is None or score < best["score"] - 1e-6
-            if improved:
-                best = {"epoch": epoch + 1, "score": score, "bad_epochs": 0}
-            else:
-                best["bad_epochs"] += 1
+            best = update_patience(best, improved, epoch + 1, score, val["roc_auc"])
             record["best_so_far"] = best["epoch"]
             history.append(record)
             if progress:

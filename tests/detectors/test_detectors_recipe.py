@@ -74,3 +74,17 @@ def test_adversarial_batches_do_not_move_batchnorm_statistics():
     assert bn.weight.grad is not None  # the weights still learn from the batch
     model(torch.rand(4, 3, 128, 128) * 3)
     assert not torch.equal(bn.running_var, before[0])  # outside the block a batch does update them
+
+
+def test_patience_counts_only_once_learning_has_started():
+    from detectors.train import update_patience
+
+    best = {"epoch": 0, "score": None, "bad_epochs": 0}
+    best = update_patience(best, True, 1, 0.70, 0.45)  # epoch 1 is the best so far, at chance
+    for epoch in range(2, 8):  # a plateau at chance: no count, the run is not stopped
+        best = update_patience(best, False, epoch, 0.71, 0.50)
+    assert best["bad_epochs"] == 0 and best["epoch"] == 1 and not best["started"]
+    best = update_patience(best, True, 8, 0.60, 0.80)  # learning starts
+    best = update_patience(best, False, 9, 0.62, 0.55)  # then worse epochs count, even at a low AUC
+    best = update_patience(best, False, 10, 0.63, 0.55)
+    assert best == {"epoch": 8, "score": 0.60, "bad_epochs": 2, "started": True}
