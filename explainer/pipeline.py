@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from explainer.answerers.base import Answerer, ImageContext
+from explainer.answerers.base import Answerer, AnswererError, ImageContext, supports_many_images
 from explainer.engine import TreeRunner
+from explainer.engine.events import RoundFinished
 from explainer.engine.runner import DEFAULT_MAX_STEPS, WalkResult, explain_finding, probe_says_yes
 from explainer.errors import UsageError
 from explainer.images import LoadedImage, image_index
@@ -48,6 +49,7 @@ class PipelineOptions:
     ask_all: bool = False  # also ask (and record) the questions the gates skipped
     include_paths: tuple[str, ...] = ()  # folders besides the tree's own that its includes may come from
     batch_images: int | None = None  # images walked together; None: DEFAULT_BATCH_IMAGES of the device
+    server: Any = None  # ServerSettings: answer through an OpenAI-compatible server instead of loading --vlm
 
 
 @dataclass
@@ -67,6 +69,8 @@ class ImageReport:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None  # why the VLM questions did not run
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # per round: seconds, questions, tokens
+    server: dict[str, Any] | None = None  # --vlm-server: the server's token counts and calls for this image
     error: str | None = None
     tree: str | None = None
     calibration: dict[str, Any] | None = None  # which calibration file the answers went through
@@ -122,6 +126,17 @@ class Pipeline:
         answerer, note = None, None
         if not options.use_vlm:
             note = "VLM questions skipped: --no-vlm was given"
+        elif options.server is not None:
+            from explainer.answerers.server import connect
+
+            answerer = connect(options.server)
+            try:
+                answerer.check_tree(tree)  # options sharing a first token: refused before any image
+            except UsageError:
+                answerer.close()
+                raise
+            for line in answerer.notes:
+                on_note(line)
         else:
             from explainer.answerers.hf import load_vlm
 
@@ -139,6 +154,8 @@ class Pipeline:
     def batch_images(self) -> int:
         if self.options.batch_images is not None:
             return self.options.batch_images
+        if getattr(self.answerer, "default_batch_images", None):  # a served VLM: --vlm-images
+            return int(self.answerer.default_batch_images)
         device = getattr(getattr(self.answerer, "model", None), "device", None)
         return DEFAULT_BATCH_IMAGES["cuda" if getattr(device, "type", "cpu") == "cuda" else "cpu"]
 
@@ -184,23 +201,37 @@ class Pipeline:
             # K images walked together; each image's walk is the one it gets alone (tests/test_multi_image_walk.py)
             runner = TreeRunner(self.tree, self.answerer, self.options.max_steps, self.calibration)
             items = [(context, scope) for _, context, scope in walks]
-            for k, walk in runner.run_many(items, batch_images=self.batch_images):
-                i, context, scope = walks[k]
-                report = reports[i]
-                self._fill(report, walk)
-                # What the model answerer decided on its own (splitting off, a fall-back path, token choices):
-                # every record says it, so a record read alone is not misread.
-                report.notes += [f"VLM: {n}" for n in getattr(self.answerer, "notes", [])]
-                if self.options.ask_all:
-                    from explainer.quality.askall import ask_skipped
+            done: set[int] = set()
+            try:
+                for k, walk in runner.run_many(items, batch_images=self.batch_images):
+                    i, context, scope = walks[k]
+                    report = reports[i]
+                    self._fill(report, walk)
+                    done.add(i)
+                    # What the model answerer decided on its own (splitting off, a fall-back path, token choices):
+                    # every record says it, so a record read alone is not misread.
+                    report.notes += [f"VLM: {n}" for n in getattr(self.answerer, "notes", [])]
+                    if self.options.ask_all:
+                        from explainer.quality.askall import ask_skipped
 
-                    extra = ask_skipped(self.tree, self.answerer, context, walk, scope, self.calibration)
-                    report.questions += extra
-                    report.counts["asked_beyond_walk"] = len(extra)
+                        extra = ask_skipped(self.tree, self.answerer, context, walk, scope, self.calibration)
+                        report.questions += extra
+                        report.counts["asked_beyond_walk"] = len(extra)
+            except AnswererError as exc:  # e.g. a VLM server failed: the images not finished fail in one line
+                line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                for i, _, _ in walks:
+                    if i not in done:
+                        reports[i].error = f"{reports[i].file}: failed: {line}"
+                walks = [w for w in walks if w[0] in done]
             for i, context, _ in walks:
                 if self.options.explain_with_vlm and reports[i].findings:
                     self._vlm_sentences(reports[i], context)
         return reports
+
+    def close(self) -> None:
+        close = getattr(self.answerer, "close", None)
+        if close is not None:
+            close()
 
     def _vlm_sentences(self, report: ImageReport, context: ImageContext) -> None:
         """Ask the model for one free sentence per finding (one batch on a fresh image encoding)."""
@@ -252,12 +283,17 @@ class Pipeline:
         report.questions += question_records(walk)
         report.counts = {"yes_no": walk.yes_no, "choices": walk.choices, "follow_ups": walk.follow_ups,
                          "inferred": walk.inferred, "probes": walk.probes, "rounds": walk.rounds}
-        stats = walk.stats
+        report.rounds = _rounds(walk)
+        # this image's counters (a multi-image walk reads them per image)
+        stats = walk.stats if walk.stats is not None else getattr(self.answerer, "stats", None)
         report.timings["questions"] = walk.seconds
         if stats is not None:
             report.timings["vlm_prefix"] = stats.prefix_seconds
             report.counts["forward_passes"] = stats.forward_passes
             report.counts["tokens"] = stats.tokens + stats.prefix_tokens
+        if hasattr(stats, "record"):  # a served VLM: the server's token counts and calls, and its notes
+            report.server = stats.record()
+            report.notes += stats.image_notes()
         if walk.truncated:
             report.notes.append(f"the walk stopped at the step limit ({self.options.max_steps})")
 
@@ -292,6 +328,19 @@ def check_class(tree: CompiledTree, obj: str | None) -> None:
     close = difflib.get_close_matches(obj, tree.classes, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UsageError(f"--class '{obj}' is not a class of {tree.spec.file}{hint}; its classes: {', '.join(tree.classes)}")
+
+
+def _rounds(walk: WalkResult) -> list[dict[str, Any]]:
+    """Per round of the walk: its wall time, how many questions it asked and the tokens they took."""
+    rounds: dict[int, dict[str, Any]] = {}
+    for e in walk.events:
+        if isinstance(e, RoundFinished):
+            rounds[e.round] = {"round": e.round, "seconds": e.seconds, "questions": 0, "tokens": 0}
+    for q in walk.questions:
+        if q.round in rounds:
+            rounds[q.round]["questions"] += 1
+            rounds[q.round]["tokens"] += q.tokens or 0
+    return [rounds[r] for r in sorted(rounds)]
 
 
 def _cuda() -> bool:

@@ -99,6 +99,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("workers", int, 2, minimum=1, maximum=MAX_WORKERS),
     Setting("worker_cpus", float, None, minimum=0),
     Setting("worker_gpus", float, 0.0, minimum=0),
+    Setting("vlm_server", str, None, what="an OpenAI-compatible server URL"),
+    Setting("vlm_concurrency", int, 16, minimum=1, maximum=1024),
     Setting("obj", str, None, what="an object class", key="class"),
 )}
 BY_FILE_KEY: dict[str, Setting] = {s.file_key: s for s in SETTINGS.values()}

@@ -56,7 +56,8 @@ _QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
 # --------------------------------------------------------------------------- tokenizers
 
 
-def _train_tokenizer(style: str, specials: list[str], vocab_size: int = 800, pad_to: int | None = None):
+def _train_tokenizer(style: str, specials: list[str], vocab_size: int = 800, pad_to: int | None = None,
+                     extra_lines: tuple[str, ...] = ()):
     """A small BPE tokenizer, byte-level (GPT-2/Qwen/SmolVLM style) or metaspace (Llama style).
 
     ``pad_to`` grows the vocabulary with unreachable filler entries so that the
@@ -65,7 +66,7 @@ def _train_tokenizer(style: str, specials: list[str], vocab_size: int = 800, pad
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from tokenizers.models import BPE
 
-    corpus = [line for line in _CORPUS.strip().splitlines()] * 20 + _ANSWER_LINES * 50
+    corpus = [line for line in _CORPUS.strip().splitlines()] * 20 + (_ANSWER_LINES + list(extra_lines)) * 50
     if style == "qwen2":  # byte-level with Qwen2's own split pattern
         corpus += _PARAGRAPHS * 20
         tok = Tokenizer(models.BPE())
@@ -371,3 +372,126 @@ def build_smolvlm_256m(out_dir: str | Path | None = None, seed: int = 0) -> Path
                        splitting=False)
     _built[key] = out
     return out
+
+
+# --------------------------------------------------------------------------- a tiny model vLLM can serve
+
+# Qwen2-VL-2B-Instruct's own chat template (a served model renders prompts with it, so the
+# in-process answerer must see the same one).
+QWEN2_VL_REAL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+# Answers the default tree's choices take, as a model writes them (bare, right after "assistant\n").
+SERVED_OPTION_WORDS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+                       "face", "body", "background")
+
+
+def build_served_qwen2_vl(out_dir: str | Path, seed: int = 0, yes_no_logit: float = 16.0,
+                          option_logit: float = 12.0) -> Path:
+    """A tiny random Qwen2-VL that vLLM's CPU backend serves and transformers loads, in float32.
+
+    vLLM needs what :func:`build_tiny_vlm`'s model lacks: a head_dim of at
+    least 32 (hidden 128, 4 heads; a head_dim-8 model starts, then kills the
+    engine on its first request), a vocabulary exactly the embedding's size,
+    and the real chat template. A random model does not rank yes/no among its
+    top 20 tokens, which is all a server shows, so the output layer gets a
+    fixed boost on every yes/no variant: hidden channel 0 is held constant
+    (every embedding has it, no layer writes to it) and only the yes/no rows
+    of the untied output layer read it, about ``yes_no_logit`` above the rest;
+    their random parts are widened so that P(yes) varies between questions.
+    The default tree's option words get a smaller boost, so a choice is not
+    decided among random tokens either. Only the bare spellings are boosted
+    (Qwen answers right after "assistant\n"): 6 yes/no variants and 13 words,
+    all within the 20 top tokens a server shows. The tokenizer learns the
+    option words as single tokens, as a real vocabulary has them.
+    """
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
+    from transformers import Qwen2VLVideoProcessor
+
+    from explainer.answerers.hf.prompting import ChatLayout
+    from explainer.answerers.hf.tokens import discover_yes_no
+
+    out = Path(out_dir) / "served-qwen2-vl"
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>", "<|vision_pad|>"]
+    tok = _wrap_tokenizer(_train_tokenizer("bytelevel", specials, extra_lines=SERVED_OPTION_WORDS),
+                          eos="<|im_end|>", pad="<|endoftext|>", extra=specials[1:])
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2, rope_theta=10000.0,
+            rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, tie_word_embeddings=False,
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(depth=2, embed_dim=64, hidden_size=128, mlp_ratio=2, num_heads=2, in_chans=3,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    # 128 px images → 112×112 → 8×8 patches → 16 image tokens after the 2×2 merge.
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_VL_REAL_TEMPLATE,
+    )
+    layout = ChatLayout(processor)
+    yes_no = discover_yes_no(layout)
+    bare = [i for i, t in zip(yes_no.yes_ids + yes_no.no_ids, yes_no.yes_tokens + yes_no.no_tokens) if t[:1] not in "Ġ▁ "]
+    options = [layout.answer_ids("Which one?", word)[0] for word in SERVED_OPTION_WORDS]
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval().float()
+    text = model.model.language_model
+    head = model.get_output_embeddings().weight
+    with torch.no_grad():
+        text.embed_tokens.weight[:, 0] = 1.0  # channel 0: constant in every text position
+        for layer in text.layers:  # ... and nothing writes to it
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+        head[:, 0] = 0.0
+        channel = _channel_at_answer(model, processor, layout)
+        for rows, logit in ((bare, yes_no_logit), (options, option_logit)):
+            head[rows, 0] = logit / max(channel, 1e-3)
+            head[rows, 1:] *= 2.0
+    model.generation_config.do_sample = False
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _channel_at_answer(model, processor, layout) -> float:
+    """The final-norm value of hidden channel 0 where the answer is read (mean over a few prompts).
+
+    The residual stream grows through the random layers, so the normalised
+    constant channel is measured rather than guessed; the boosts divide by it.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    values = []
+    for seed, question in enumerate(("Is the fur texture repeating? Answer yes or no.",
+                                     "What is the main object in this image? Answer with one word.")):
+        image = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (128, 128, 3), dtype=np.uint8))
+        inputs = processor(text=[layout.render(question)], images=[image], return_tensors="pt")
+        with torch.no_grad():
+            hidden = model.model(**inputs).last_hidden_state
+        values.append(float(hidden[0, -1, 0]))
+    return float(np.mean(values))

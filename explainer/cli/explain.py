@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("tree", "direct"), help="tree: the question tree; direct: all 70 artifacts")
     p.add_argument("--vlm", metavar="ID_OR_PATH", help="vision-language model: Hugging Face id or local folder")
     p.add_argument("--no-vlm", action="store_true", help="skip the VLM questions (detector and mask only)")
+    server_options(p)
     p.add_argument("--detector", metavar="CHECKPOINT", help="real/fake classifier from `explain train detector`")
     p.add_argument("--sr", metavar="WEIGHTS", help="Real-ESRGAN .pth or our SR checkpoint (default: bicubic)")
     p.add_argument("--mask", metavar="CHECKPOINT", help="mask C-GAN from `explain train masks` (default: GrabCut)")
@@ -93,6 +94,34 @@ def _resolve_settings(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --out DIR (the run to continue)")
     if args.skip_failed and not args.resume:
         raise UsageError("--skip-failed only makes sense with --resume")
+
+
+def server_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("served VLM (any OpenAI-compatible chat-completions server; --vlm is its model name)")
+    g.add_argument("--vlm-server", metavar="URL", help="e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, llama.cpp)")
+    g.add_argument("--vlm-api-key-env", metavar="NAME", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    g.add_argument("--vlm-concurrency", type=int, metavar="N", help="requests in flight at once (default 16)")
+    g.add_argument("--vlm-images", type=int, metavar="N", help="images walked at once (default concurrency / 4)")
+    g.add_argument("--vlm-timeout", type=float, default=60.0, metavar="S", help="seconds per request (default 60)")
+    g.add_argument("--vlm-retries", type=int, default=3, metavar="N",
+                   help="retries with backoff on timeouts, connection errors, 429 and 5xx (default 3)")
+    g.add_argument("--vlm-tokenizer", metavar="ID_OR_PATH",
+                   help="local tokenizer for options' first tokens (default: the server's /tokenize)")
+
+
+def server_settings(args: argparse.Namespace):
+    """ServerSettings from the options, or None without --vlm-server."""
+    if not args.vlm_server:
+        return None
+    if args.no_vlm:
+        raise UsageError("--vlm-server and --no-vlm contradict each other")
+    if args.vlm_images is not None and args.vlm_images < 1:
+        raise UsageError("--vlm-images must be at least 1")
+    from explainer.answerers.server import ServerSettings
+
+    return ServerSettings(url=args.vlm_server, model=args.vlm, api_key_env=args.vlm_api_key_env,
+                          concurrency=args.vlm_concurrency, timeout=args.vlm_timeout, retries=args.vlm_retries,
+                          images_in_flight=args.vlm_images, tokenizer=args.vlm_tokenizer)
 
 
 def _say(console: Console, text: str, style: str | None = None) -> None:
@@ -148,7 +177,7 @@ def run_explain(args: argparse.Namespace) -> int:
             tree=args.tree, include_paths=tuple(args.include_path), strategy=args.strategy, vlm=args.vlm,
             use_vlm=not args.no_vlm, detector=args.detector, sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj,
             max_steps=args.max_steps, explain_with_vlm=args.explain_with_vlm, calibration=args.calibration,
-            ask_all=args.ask_all, batch_images=args.batch_images)
+            ask_all=args.ask_all, batch_images=args.batch_images, server=server_settings(args))
         if args.engine == "ray":
             from explainer.scale import RaySettings, explain_on_ray
 
@@ -158,6 +187,7 @@ def run_explain(args: argparse.Namespace) -> int:
             report_batches = ([report] for report in stream)  # reports come back one by one, as they finish
         else:
             pipeline = Pipeline.load(options, on_note=note)
+            stack.callback(pipeline.close)  # a served VLM's connection
             stream = report_batches = (_explain_batch(pipeline, batch, args.debug)
                                        for batch in batched(todo, args.batch_size))
         # closing(): a Ray run's cluster is shut down at once if writing a result fails

@@ -20,6 +20,14 @@ from dataclasses import dataclass
 _SENTINEL = "\u2063QUESTION\u2063"  # invisible separator: never in a real question
 
 
+def user_text(preamble: str, question: str) -> str:
+    """The text of the user turn: the tree's preamble, then the question (the image comes before both)."""
+    # Whitespace at the edges means nothing to the model but can merge across the prefix boundary
+    # (Qwen2 tokenises ".\n" + "\nIs" as ".\n\n" + "Is"), which would make the prefix unshareable.
+    question, preamble = question.strip(), preamble.strip()
+    return f"{preamble}\n{question}" if preamble else question
+
+
 def user_messages(question: str, answer: str | None = None) -> list[dict]:
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     if answer is not None:
@@ -68,10 +76,7 @@ class ChatLayout:
         return getattr(self.processor, "tokenizer", self.processor)
 
     def render(self, question: str, answer: str | None = None) -> str:
-        # Whitespace at the edges means nothing to the model but can merge across the prefix boundary
-        # (Qwen2 tokenises ".\n" + "\nIs" as ".\n\n" + "Is"), which would make the prefix unshareable.
-        question, preamble = question.strip(), self.preamble.strip()
-        text = f"{preamble}\n{question}" if preamble else question
+        text = user_text(self.preamble, question)
         return self.processor.apply_chat_template(
             user_messages(text, answer), add_generation_prompt=answer is None, tokenize=False
         )

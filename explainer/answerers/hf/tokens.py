@@ -16,6 +16,18 @@ from explainer.answerers.hf.prompting import ChatLayout
 
 # Markers tokenizers use for a leading space.
 _SPACE_MARKERS = ("", "Ġ", "▁", " ")
+# Spellings of an answer word: as written, lower case, upper case.
+_CASES = (str, str.lower, str.upper)
+
+
+def decoded_variants(word: str) -> frozenset[str]:
+    """The variants as *decoded* token text (what a server's logprobs show): each case, bare or after a space.
+
+    The rule :func:`discover_yes_no` applies to vocabulary entries; a decoded
+    token shows "Ġ"/"▁" as a plain space. Without the vocabulary every
+    spelling of "Yes" has its "No" counterpart, so the lists stay paired.
+    """
+    return frozenset(marker + case(word) for marker in ("", " ") for case in _CASES)
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ def _paired_variants(tokenizer, yes_first: int, no_first: int) -> tuple[list[int
             raise ValueError(f"the tokenizer has no token for {word!r} (got {tokenizer.convert_ids_to_tokens(tid)!r})")
     yes, no, unpaired = [yes_first], [no_first], []
     for marker in _SPACE_MARKERS:
-        for case in (str, str.lower, str.upper):
+        for case in _CASES:
             y_tok, n_tok = marker + case("Yes"), marker + case("No")
             y, n = vocab.get(y_tok), vocab.get(n_tok)
             y = None if y == unk else y
