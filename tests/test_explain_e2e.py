@@ -76,6 +76,7 @@ def test_json_lists_questions_with_p_yes(tmp_path, tiny_models, capsys):
     assert record["verdict"] is None and "no classifier checkpoint" in " ".join(record["notes"])
 
 
+@pytest.mark.slow  # the default run kills and resumes at several points in tests/hostile/test_hostile_outputs.py
 def test_killed_run_resumes_to_the_same_files(tmp_path, tiny_models):
     vlm, det = tiny_models
     folder = tmp_path / "in"

@@ -39,6 +39,7 @@ def test_train_features_head_folder(tmp_path, capsys, tiny_backbones, texture_da
     assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "head.json", "head.skops", "roc.png"]
 
 
+@pytest.mark.slow  # ~40 s on 2 cores; the robustness/cross test covers the same command in the default run
 def test_eval_grid_tables_and_figures(tmp_path, capsys, tiny_backbones, texture_data, cache):
     out = tmp_path / "grid"
     code, stdout, _ = _run(capsys, "eval", "features", texture_data, "--backbone", f"{tiny_backbones['clip']},{tiny_backbones['siglip']}",
