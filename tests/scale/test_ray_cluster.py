@@ -189,3 +189,33 @@ def test_resume_after_a_killed_driver(tmp_path, tiny_models, reference, sessions
     # 16 lines for 16 files: the images done before the kill were not done (and written) again
     assert len(records) == N_IMAGES and len({r["file"] for r in records}) == N_IMAGES
     assert _by_name(records) == expected
+
+
+def test_ray_engine_with_a_served_vlm_asks_the_server_and_records_every_image_once(tmp_path, capsys, no_leftover_ray):
+    """--engine ray --vlm-server: the actors ask a real HTTP server (scripted answers) and every image is recorded once."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+    from fake_openai import FakeServer, completion, is_probe
+
+    top = {"Yes": 0.6, "No": 0.3, "cat": 0.05}
+
+    def chat(body):
+        if is_probe(body) or body.get("logprobs"):
+            return 200, completion(top)
+        return 200, completion(None, text=" Wheels.")
+
+    folder = make_images(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    with FakeServer(chat) as srv:
+        code = main([str(folder), "--vlm-server", srv.url, "--vlm", "tiny", "--device", "cpu", "--out", str(out),
+                     "--engine", "ray", "--workers", "2"])
+        sent = [b for b in srv.requests if not is_probe(b)]
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    records = read_records(out / "results.jsonl")
+    assert len(records) == 6 and len({r["file"] for r in records}) == 6
+    for r in records:
+        assert r["error"] is None and r["obj"] == "cat"
+        assert r["server"]["url"] == srv.url and r["server"]["requests"] > 0
+    # every question each record says was sent reached the server, and no more
+    assert len(sent) == sum(r["server"]["requests"] for r in records)
+    assert wait_until_gone(our_descendants, 30) == []
