@@ -117,12 +117,7 @@ class Pipeline:
     @classmethod
     def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":
         """Load every stage. An explicit --vlm that fails is a usage error; the default model may be missing."""
-        tree = compile_tree(tree_path_for(options), include_paths=options.include_paths)  # refuse a bad tree before loading any model
-        check_class(tree, options.obj)
-        if options.calibration:  # and a calibration file that does not fit it
-            from explainer.quality.calibration import load_calibration
-
-            load_calibration(options.calibration).check_tree(tree)
+        tree = check_tree_inputs(options)
         answerer, note = None, None
         if not options.use_vlm:
             note = "VLM questions skipped: --no-vlm was given"
@@ -317,6 +312,17 @@ def question_records(walk: WalkResult) -> list[dict[str, Any]]:
             out.append({"round": e.round, "node_id": e.node_id, "kind": "probe", "prompt": f"{e.probe} on the {e.region}",
                         "answer": e.answer, "p_yes": None, "value": e.value, "note": e.note})
     return out
+
+
+def check_tree_inputs(options: PipelineOptions) -> CompiledTree:
+    """The compiled tree, once the tree, ``--class`` and the calibration file are known to fit: before any model loads."""
+    tree = compile_tree(tree_path_for(options), include_paths=options.include_paths)
+    check_class(tree, options.obj)
+    if options.calibration:
+        from explainer.quality.calibration import load_calibration
+
+        load_calibration(options.calibration).check_tree(tree)
+    return tree
 
 
 def check_class(tree: CompiledTree, obj: str | None) -> None:

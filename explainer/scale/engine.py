@@ -110,10 +110,9 @@ def explain_on_ray(paths: list[Path], options: PipelineOptions, settings: RaySet
     settings.check()
     if not paths:
         return
-    from explainer.pipeline import tree_path_for
-    from explainer.trees import compile_tree
+    from explainer.pipeline import check_tree_inputs
 
-    compile_tree(tree_path_for(options))  # a broken tree is refused before any cluster starts
+    check_tree_inputs(options)  # a broken tree, a wrong --class or calibration: refused before any cluster starts
     wanted = {str(p): p for p in paths}
     with ray_cluster(settings.address, settings.local_cpus, settings.verbose) as cluster:
         import ray.data

@@ -213,3 +213,12 @@ def test_bench_times_a_run_by_its_records(tmp_path, monkeypatch):
     assert run.images_per_s == pytest.approx(3 / run.wall_s, rel=0.01)
     table = bench.markdown([run, bench.Run("ray ×2", 2, 3, run.wall_s / 2, 0.1, 5.0, run.images_per_s * 2, 0)])
     assert "| ray ×2 | 3 |" in table and "| 2.00 |" in table
+
+
+def test_a_wrong_class_is_refused_before_a_cluster_starts(tmp_path, capsys, monkeypatch):
+    folder = make_images(tmp_path / "in", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # would fail with the Ray message if a cluster were started first
+    code = main([str(folder), "--no-vlm", "--engine", "ray", "--class", "spaceship"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--class 'spaceship' is not a class" in err and "Ray" not in err
