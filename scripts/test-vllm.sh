@@ -45,7 +45,9 @@ sed -i 's/^@torch.library.register_fake("torchvision::\(q\?nms\)")$/@(torch.libr
 
 # --- 2. the tiny model ------------------------------------------------------------------------------
 echo "== building the tiny served model in $WORK"
-MODEL="$("$PY" -c "from explainer.testing import build_served_qwen2_vl; print(build_served_qwen2_vl('$WORK'))" 2>/dev/null)"
+# $PY must be the project's Python (activate its venv, or set PYTHON=...): say so instead of failing silently.
+MODEL="$("$PY" -c "from explainer.testing import build_served_qwen2_vl; print(build_served_qwen2_vl('$WORK'))" 2>"$WORK/build.log" | tail -n 1)"
+[ -n "$MODEL" ] || { echo "cannot build the tiny model with $PY (is the project's venv active, or PYTHON set?):"; tail -3 "$WORK/build.log"; exit 1; }
 
 # --- 3. the server ----------------------------------------------------------------------------------
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
