@@ -61,6 +61,8 @@ class ImageReport:
     obj: str | None = None
     region: str | None = None
     roi_box: list[int] | None = None
+    # the tree's declared regions the walk needed: name -> {locate, located, used, box, wording[, answer]}
+    regions: dict[str, dict[str, Any]] = field(default_factory=dict)
     sr_method: str | None = None
     mask_method: str | None = None
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -185,7 +187,8 @@ class Pipeline:
                 report.notes.append(f"the Grad-CAM box lies on the {where} (mask: {mask.method})")
                 if where == "background":
                     scope["region"] = "background"  # on the object, face vs body is left to the VLM
-            context = ImageContext(image=det.boxed_image, image_id=report.file, pixels=li.image, mask=mask.mask)
+            context = ImageContext(image=det.boxed_image, image_id=report.file, pixels=li.image, mask=mask.mask,
+                                   roi_box=tuple(det.roi_box) if det.roi_box else None)
             if self.answerer is None:
                 report.skipped = self.vlm_note or "VLM questions skipped: no model"
                 report.region = scope.get("region")
@@ -275,6 +278,8 @@ class Pipeline:
         report.obj = walk.scope.get("obj")
         report.region = walk.scope.get("region")
         report.findings = [f.to_dict() for f in walk.findings]
+        report.regions = walk.regions
+        report.notes += walk.notes
         report.questions += question_records(walk)
         report.counts = {"yes_no": walk.yes_no, "choices": walk.choices, "follow_ups": walk.follow_ups,
                          "inferred": walk.inferred, "probes": walk.probes, "rounds": walk.rounds}

@@ -11,6 +11,10 @@ Three kinds of query exist:
 * :class:`ChoiceQuery` → :class:`ChoiceAnswer` (a probability per option)
 * :class:`FollowUpQuery` → :class:`FollowUpAnswer` (one short word)
 
+and one optional call, ``locate(query: LocateQuery) -> LocateAnswer``: a box
+around what a tree's ``ask_vlm`` region names (``regions:``). An answerer
+without it cannot locate; the walk then uses the region's fallback and says so.
+
 Each query carries the id of the tree node that asked it and the artifacts the
 question leads to, so answerers that need to know *why* a question is asked
 (the oracle, the scripted answerer's recordings) need no access to the graph.
@@ -43,6 +47,9 @@ class ImageContext:
     # Said before every question about this image (the tree's preamble). A model
     # answerer encodes it once with the image; its prompts do not repeat it.
     preamble: str = ""
+    # The detector's box (x0, y0, x1, y1) in pixels of ``image`` (drawn on it in red), or None: a tree's
+    # `detector_box` regions are located here.
+    roi_box: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,29 @@ class FollowUpQuery:
     artifact: str = ""
     withdraw: str = "none"  # the word that withdraws the finding
     free_text: bool = False  # return the whole generated text (a sentence), not its first word
+
+
+@dataclass(frozen=True)
+class LocateQuery:
+    """Where is ``prompt`` (e.g. "the eyes") in the image? ``region`` is the tree's name for it.
+
+    ``width`` / ``height``: the size of the image the answerer is shown, in
+    pixels (0 when the walk has no image); a box is in that frame.
+    """
+
+    region: str
+    prompt: str
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class LocateAnswer:
+    box: tuple[int, int, int, int] | None  # x0, y0, x1, y1 in pixels, x0 < x1 and y0 < y1; None: not found
+    text: str = ""  # what the answerer said, as given
+    why: str = ""  # when ``box`` is None: why (not in the image, not a box, no such answer)
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

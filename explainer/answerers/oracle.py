@@ -2,7 +2,8 @@
 
 A yes/no question gets yes exactly when its yes-branch leads to a true artifact;
 a choice picks the known value of its variable (or the option leading to a true
-artifact); a follow-up returns the known detail word. Used to test trees and to
+artifact); a follow-up returns the known detail word; a region's box is the one
+the image's facts give (``facts["regions"]``: name -> (x0, y0, x1, y1)), if any. Used to test trees and to
 count the questions a realistic image costs.
 """
 
@@ -17,6 +18,8 @@ from explainer.answerers.base import (
     FollowUpAnswer,
     FollowUpQuery,
     ImageContext,
+    LocateAnswer,
+    LocateQuery,
     YesNoAnswer,
     YesNoQuery,
 )
@@ -68,4 +71,13 @@ class OracleAnswerer(AnswererBase):
                 # A perfect model confirms the finding with some detail word.
                 word = next((a for a in (q.allowed or ()) if a != q.withdraw), "present")
             out.append(FollowUpAnswer(word))
+        return out
+
+    def locate(self, queries: Sequence[LocateQuery]) -> list[LocateAnswer]:
+        boxes = (self.context.facts.get("regions") if self.context is not None else None) or {}
+        out = []
+        for q in queries:
+            box = boxes.get(q.region)
+            out.append(LocateAnswer(tuple(int(v) for v in box), str(list(box))) if box is not None
+                       else LocateAnswer(None, "", f"the oracle knows no box for region '{q.region}'"))
         return out

@@ -81,7 +81,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_walk(args: argparse.Namespace) -> int:
     from explainer.answerers.interactive import InteractiveAnswerer
     from explainer.answerers.scripted import ScriptedAnswerer
-    from explainer.engine import AnswerInferred, FindingMade, FindingWithdrawn, QuestionAnswered, TreeRunner
+    from explainer.engine import AnswerInferred, FindingMade, FindingWithdrawn, QuestionAnswered, RegionLocated, TreeRunner
 
     try:
         tree = _compile(args.path, args)
@@ -94,7 +94,8 @@ def cmd_walk(args: argparse.Namespace) -> int:
             script = load_answers(args.answers, tree)  # checked against the tree, every problem at its line
         except TreeError as exc:
             return _print_tree_error(exc)
-        answerer = ScriptedAnswerer(script["answers"], script["defaults"], str(args.answers), script["follow_ups"])
+        answerer = ScriptedAnswerer(script["answers"], script["defaults"], str(args.answers), script["follow_ups"],
+                                    script["regions"])
     else:
         answerer = InteractiveAnswerer()
     scope = {"roi": ROI_WITHOUT_BOX} if args.no_box else {}
@@ -115,6 +116,15 @@ def cmd_walk(args: argparse.Namespace) -> int:
             _out.print(f"[dim]round {ev.round}[/] {ev.node_id}: [bold]yes[/] [dim](inferred: {ev.reason})[/]")
         elif isinstance(ev, FindingWithdrawn):
             _out.print(f"[yellow]withdrawn[/] {ev.artifact} (answer '{ev.answer}')")
+        elif isinstance(ev, RegionLocated):
+            from rich.markup import escape
+
+            from explainer.engine.regions import describe
+
+            info = {"locate": ev.locate, "located": ev.located, "used": ev.used, "box": ev.box}
+            _out.print(f"[dim]region[/] {escape(describe(ev.region, info))}")
+            for note in ev.notes:
+                _out.print(f"[yellow]note:[/] {escape(note)}")
     _out.print()
     if result.findings:
         _out.print(f"[bold]Artifacts found ({len(result.findings)}):[/]")

@@ -126,3 +126,19 @@ class WalkFinished(Event):
     truncated: bool = False
     scope: dict[str, str] = field(default_factory=dict)
     probes: int = 0
+
+
+@dataclass(frozen=True)
+class RegionLocated(Event):
+    """A declared region located for this image, the first time the walk needed it (``regions:``)."""
+
+    round: int
+    region: str
+    locate: str  # how the tree locates it: whole | foreground | background | detector_box | ask_vlm
+    used: str  # the region whose location its questions use (itself when located, else a fallback)
+    located: bool
+    box: tuple[int, int, int, int] | None  # pixels of the image the VLM sees; None: no box
+    wording: str  # what {{ roi }} says for it
+    answer: str | None = None  # ask_vlm: what the answerer said
+    notes: tuple[str, ...] = ()  # fallbacks and failures on the way
+

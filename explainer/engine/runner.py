@@ -30,12 +30,14 @@ from explainer.engine.events import (
     FindingMade,
     FindingWithdrawn,
     QuestionAnswered,
+    RegionLocated,
     RoundFinished,
     RoundStarted,
     StepLimitReached,
     WalkFinished,
     WalkStarted,
 )
+from explainer.engine.regions import RegionLocator
 from explainer.errors import UsageError
 from explainer.trees.compiler import CompiledTree, scope_key
 from explainer.trees.spec import NodeSpec, Target
@@ -93,6 +95,9 @@ class WalkResult:
     probes: int = 0
     # The answerer's counters for this image (forward passes, tokens, prefix and model time), when it keeps them.
     stats: Any = field(default=None, repr=False, compare=False)
+    # The tree's declared regions this walk needed: name -> how it was located (box, wording, fallback)
+    regions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # fallbacks and failures while locating regions
 
     @property
     def artifacts(self) -> set[str]:
@@ -115,6 +120,9 @@ class WalkResult:
             "seconds": self.seconds,
             "truncated": self.truncated,
         }
+        if self.regions:
+            out["regions"] = self.regions
+            out["notes"] = list(self.notes)
         if events:
             out["events"] = [e.to_dict() for e in self.events]
         return out
@@ -164,10 +172,32 @@ class _Walk:
         self.final_scope: dict[str, str] = {}
         # artifacts found whose follow-up question is still to be asked
         self.follow_ups: list[tuple[NodeSpec, dict[str, str], float | None]] = []
+        self.regions: RegionLocator | None = None  # set when the tree declares regions
 
     # -- helpers -----------------------------------------------------------------
     def _render(self, node_id: str, field_name: str, scope: Mapping[str, Any]) -> str:
-        return render(self.tree.templates[(node_id, field_name)], scope)
+        return render(self.tree.templates[(node_id, field_name)], self._in_region(scope))
+
+    def _in_region(self, scope: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The scope with {{ roi }} worded for the declared region it is about (as located for this image)."""
+        if self.regions is not None:
+            located = self.regions.located.get(scope.get("region"))
+            if located is not None:
+                return {**scope, "roi": located.wording}
+        return scope
+
+    def _locate(self, scope: Mapping[str, Any]) -> None:
+        """Locate the scope's declared region the first time a node about it is visited (lazy: once per image)."""
+        name = scope.get("region")
+        if self.regions is None or name not in self.tree.regions or name in self.regions.located:
+            return
+        before, n_notes = set(self.regions.located), len(self.regions.notes)
+        self.regions.get(name)
+        notes = tuple(self.regions.notes[n_notes:])
+        for n, loc in self.regions.located.items():
+            if n not in before:
+                self.out.append(RegionLocated(self.round, n, loc.locate, loc.used, loc.located, loc.box, loc.wording,
+                                              loc.answer, notes if n == name else ()))
 
     def _enter(self, target: Target | None, scope: dict[str, str]) -> tuple[str, ...]:
         if target is None:
@@ -216,6 +246,7 @@ class _Walk:
             return
         node = self.tree.node(item.node_id)
         scope = {**item.scope, **node.set}
+        self._locate(scope)
         self.counts["inferred"] += 1
         branch = self._yes_branch(node, scope, p_yes=None)
         prompt = self._render(node.id, "ask", scope) if node.kind == "ask" else f"probe {node.probe} on the {node.on}"
@@ -263,7 +294,7 @@ class _Walk:
                 value: float | None = None) -> None:
         assert node.artifact is not None
         artifact = self.tree.catalogue[node.artifact]
-        text = explain_finding(self.tree, node, scope, detail, value)
+        text = explain_finding(self.tree, node, self._in_region(scope), detail, value)
         finding = Finding(artifact.name, text, node.id, scope.get("region"), detail, p_yes, self.round, value)
         self.findings.append(finding)
         self.out.append(FindingMade(self.round, node.id, artifact.name, text, finding.region, detail, p_yes, value))
@@ -280,6 +311,7 @@ class _Walk:
                 continue
             node = self.tree.node(item.node_id)
             scope = {**item.scope, **node.set}
+            self._locate(scope)
             self.final_scope.update({k: v for k, v in scope.items() if k in ("obj", "kind")})
             if node.kind == "ask":
                 yes_no.append((item, node, scope))
@@ -402,6 +434,9 @@ class TreeRunner:
             context = dataclasses.replace(context, preamble=render(preamble, start_scope))
         walk = _Walk(self.tree, self.answerer, self.max_steps, self.calibration)
         walk.context = context
+        if self.tree.regions:
+            walk.regions = RegionLocator(self.tree.regions, context, single_locator(self.answerer),
+                                         f"answerer '{getattr(self.answerer, 'name', 'answerer')}'")
         walk.final_scope.update({k: v for k, v in given.items()})
         walk.pending.append(_Item(self.tree.start, start_scope))
         walk.out.append(WalkStarted(self.tree.name, context.image_id, dict(given), context.preamble))
@@ -469,10 +504,29 @@ class TreeRunner:
         yield from _MultiWalk(self, max(1, min(int(batch_images), int(self.answerer.max_images)))).run(items)
 
 
+def single_locator(answerer: Any):
+    """``locate`` of a single-image answerer as a one-query function, or None when it cannot locate."""
+    locate = getattr(answerer, "locate", None)
+    return (lambda q: locate([q])[0]) if callable(locate) else None
+
+
+def slot_locator(answerer: Any, slot: int):
+    """``locate_images`` of a multi-image answerer for one open image, or None when it cannot locate."""
+    locate = getattr(answerer, "locate_images", None)
+    return (lambda q: locate([(slot, q)])[0]) if callable(locate) else None
+
+
 def _result(tree: str, image_id: str, findings: list[Finding], events: list[Event], stats) -> WalkResult:
     done = events[-1]
     assert isinstance(done, WalkFinished)
-    return WalkResult(
+    regions, notes = {}, []
+    for e in events:
+        if isinstance(e, RegionLocated):
+            regions[e.region] = {"locate": e.locate, "located": e.located, "used": e.used,
+                                 "box": list(e.box) if e.box else None, "wording": e.wording,
+                                 **({"answer": e.answer} if e.answer is not None else {})}
+            notes += e.notes
+    return WalkResult(regions=regions, notes=notes,
         tree=tree, image_id=image_id, findings=findings, events=events, yes_no=done.yes_no, choices=done.choices,
         follow_ups=done.follow_ups, inferred=done.inferred, rounds=done.rounds, steps=done.steps,
         seconds=done.seconds, truncated=done.truncated, scope=done.scope, probes=done.probes, stats=stats,
@@ -529,8 +583,12 @@ class _MultiWalk:
                 raise
             per_image = getattr(self.answerer, "answerer", None)
             for slot in new:  # probes an oracle measures ask the image's own answerer
+                walk = self.open[slot].walk
                 if callable(per_image):
-                    self.open[slot].walk.answerer = per_image(slot)
+                    walk.answerer = per_image(slot)
+                if walk.regions is not None:  # ask_vlm regions: about this slot's image
+                    walk.regions.locate_fn = (single_locator(per_image(slot)) if callable(per_image)
+                                              else slot_locator(self.answerer, slot))
         return not exhausted
 
     def _close(self, slot: int) -> tuple[int, WalkResult]:

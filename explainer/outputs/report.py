@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from explainer.engine.regions import describe
 from PIL import Image
 
 import explainer
@@ -94,6 +96,14 @@ def _figures(report, original: Image.Image | None) -> list[dict[str, Any]]:
                                f"{report.mask_method or 'mask'}, object {share:.0%} of the image"))
     else:
         figures.append(_figure("foreground mask", None, "not produced"))
+    located = {n: r for n, r in (getattr(report, "regions", None) or {}).items() if r.get("located") and r.get("box")}
+    if located and sr is not None:  # the tree's regions, each box where the walk found it (the VLM's frame)
+        from detectors.gradcam import draw_box
+
+        shown = sr
+        for info in located.values():
+            shown = draw_box(shown, tuple(info["box"]), color=(0, 160, 255), width=1)
+        figures.append(_figure("regions", shown, printable(", ".join(f"{n} {tuple(r['box'])}" for n, r in located.items()))))
     return figures
 
 
@@ -167,7 +177,9 @@ def render_page(report, original: Image.Image | None = None, source: str | None 
             ("class", report.obj), ("region", report.region),
             ("box", str(tuple(report.roi_box)) if report.roi_box else "none"),
             ("super-resolution", report.sr_method), ("mask", report.mask_method),
-            ("index", None if report.index is None else str(report.index))) if v],
+            ("index", None if report.index is None else str(report.index)),
+            *((f"region {n}", printable(describe(n, r))) for n, r in (getattr(report, "regions", None) or {}).items()),
+        ) if v],
         "figures": [] if report.error else _figures(report, original),
         "findings": [{"artifact": f.get("artifact", ""), "explanation": f.get("explanation", ""),
                       "detail": f.get("detail"), "region": f.get("region"),

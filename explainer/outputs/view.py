@@ -28,6 +28,11 @@ def render_report(report) -> Panel:
         facts.append(f"region: {report.region}")
     facts.append(f"box: {tuple(report.roi_box)}" if report.roi_box else "box: none")
     parts.append(Text("  ".join(facts), style="dim"))
+    if getattr(report, "regions", None):
+        from explainer.engine.regions import describe
+
+        parts.append(Text("regions: " + "; ".join(printable(describe(n, r)) for n, r in report.regions.items()),
+                          style="dim"))
     if report.findings:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("artifact", style="green")

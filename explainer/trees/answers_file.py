@@ -8,10 +8,14 @@ Format (YAML or JSON; JSON Schema: ``explain tree schema --answers``)::
       eyes: 0.8
     follow_ups:         # by the id of the artifact node that asks them: the one-word answer
       ears: tail
+    regions:            # the tree's ask_vlm regions, by name: the box a model would give, or none
+      eyes: [40, 30, 90, 50]   # x0, y0, x1, y1 in pixels of the image (clamped to it)
+      hair: none               # not found: the walk uses the region's fallback
     defaults:           # for nodes not listed; each may be 'error' (stop and say which node)
       yes_no: no
       choice: error
       follow_up: none
+      locate: none      # ask_vlm regions not listed: none (fall back), or 'error'
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from explainer.trees.problems import Problem, TreeError, format_path
 from explainer.trees.yaml_source import YamlDocument, load_yaml
 
 MAX_ANSWERS_BYTES = 8 * 1024 * 1024
-TOP_KEYS = ("answers", "follow_ups", "defaults")
-DEFAULT_KEYS = ("yes_no", "choice", "follow_up")
+TOP_KEYS = ("answers", "follow_ups", "regions", "defaults")
+DEFAULT_KEYS = ("yes_no", "choice", "follow_up", "locate")
 _YES_NO_WORDS = {"yes", "y", "true", "no", "n", "false"}
 
 
@@ -77,6 +81,19 @@ class _Checker:
         elif not isinstance(value, (str, bool)):
             self.bad(path, f"a follow-up answer is one word, not {type(value).__name__} {value!r}")
 
+    def region(self, name: str, value: Any) -> None:
+        from explainer.answerers.scripted import box_problem
+
+        path = ("regions", name)
+        asked = {r.name for r in self.tree.regions.values() if r.locate == "ask_vlm"}
+        if name not in asked:
+            what = f"its ask_vlm regions: {', '.join(sorted(asked))}" if asked else "it has no ask_vlm regions"
+            self.bad(path, f"tree '{self.tree.name}' asks for no box for region '{name}'{_suggest(name, asked)} ({what})", False)
+            return
+        why = box_problem(value)
+        if why:
+            self.bad(path, why)
+
     def run(self) -> dict[str, Any]:
         data = self.doc.data
         if self.doc.fatal:
@@ -93,6 +110,9 @@ class _Checker:
         answers = data.get("answers") if isinstance(data.get("answers"), dict) else {}
         follow_ups = data.get("follow_ups") if isinstance(data.get("follow_ups"), dict) else {}
         defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+        regions = data.get("regions") if isinstance(data.get("regions"), dict) else {}
+        for name, value in regions.items():
+            self.region(str(name), value)
         for node_id, value in answers.items():
             self.answer(str(node_id), value)
         for node_id, value in follow_ups.items():
@@ -107,8 +127,10 @@ class _Checker:
                 self.bad(path, f"must be 'first' or 'error', not {value!r}")
             elif key == "follow_up" and not isinstance(value, (str, bool)):
                 self.bad(path, f"must be a word or 'error', not {value!r}")
+            elif key == "locate" and value not in ("none", "error"):
+                self.bad(path, f"must be 'none' or 'error', not {value!r}")
         return {"answers": {str(k): v for k, v in answers.items()}, "follow_ups": {str(k): v for k, v in follow_ups.items()},
-                "defaults": dict(defaults)}
+                "regions": {str(k): v for k, v in regions.items()}, "defaults": dict(defaults)}
 
 
 def load_answers(path: str | Path, tree: CompiledTree) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from jinja2 import TemplateError, TemplateSyntaxError
 from explainer.trees.catalogue import Catalogue, builtin_catalogue
 from explainer.trees.parse import parse_tree, with_include_chain
 from explainer.trees.problems import Problem, TreeError, format_path
-from explainer.trees.spec import NodeSpec, Target, TreeSpec, Where
+from explainer.trees.spec import NodeSpec, RegionSpec, Target, TreeSpec, Where
 from explainer.trees.templates import RUNTIME_VARS, compile_template, undeclared_variables
 
 ScopeKey = tuple  # sorted (var, value) pairs
@@ -55,6 +55,11 @@ class CompiledTree:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.spec.classes
+
+    @property
+    def regions(self) -> dict[str, "RegionSpec"]:
+        """The tree's declared regions (``regions:``); empty when it declares none."""
+        return self.spec.regions
 
     def node(self, node_id: str) -> NodeSpec:
         return self.spec.nodes[node_id]
@@ -417,6 +422,66 @@ class _Checker:
                 compiled[(node.id, name)] = template
         return compiled
 
+    # regions -----------------------------------------------------------------------
+    def check_regions(self) -> None:
+        """Fallbacks exist and end somewhere; every region a node names is declared; every declared one is used."""
+        regions, broken = self.spec.regions, self.spec.broken_regions
+        known = set(regions) | broken
+        if "regions" in self.spec.where and not known:
+            self.bad(self.spec.where["regions"], "declares no regions; leave 'regions' out for the detector's box and mask")
+        for r in regions.values():
+            if r.fallback is None or r.fallback in broken:
+                continue
+            if r.fallback == r.name:
+                self.bad(r.at("fallback"), f"region '{r.name}' falls back to itself")
+            elif r.fallback not in regions:
+                self.bad(r.at("fallback"), f"falls back to region '{r.fallback}', which is not declared"
+                                           f"{self._suggest(r.fallback, regions)}")
+        self._check_fallback_cycles()
+        used: set[str] = set()
+        for node in self.spec.nodes.values():
+            refs: list[tuple[str, Where]] = []
+            if node.region is not None:
+                refs.append((node.region, node.at("region")))
+            elif "region" in node.set and known:
+                refs.append((node.set["region"], node.at("set")))
+            if node.kind == "choose" and node.sets == "region" and known:
+                refs += [(option, node.at("options")) for option in node.options]
+            for name, where in refs:
+                used.add(name)
+                if name in known:
+                    continue
+                if not known:
+                    self.bad(where, f"names region '{name}', but the tree declares no regions (add it under 'regions:')")
+                else:
+                    self.bad(where, f"undeclared region '{name}'{self._suggest(name, regions)}; "
+                                    f"declared: {', '.join(sorted(regions))}")
+        reached = set()
+        for name in used & set(regions):
+            while name in regions and name not in reached:  # a used region's fallbacks are used too
+                reached.add(name)
+                name = regions[name].fallback
+        for r in regions.values():
+            if r.name not in reached:
+                self.bad(r.where, f"region '{r.name}' is declared but no node is about it "
+                                  f"(give a node 'region: {r.name}', or use it as a fallback)")
+
+    def _check_fallback_cycles(self) -> None:
+        regions = self.spec.regions
+        done: set[str] = set()
+        for start in sorted(regions, key=lambda n: (regions[n].where.file, regions[n].where.line)):
+            chain: list[str] = []
+            name: str | None = start
+            while name in regions and name not in done and name not in chain:
+                chain.append(name)
+                name = regions[name].fallback
+            if name in chain and len(chain) - chain.index(name) > 1:
+                cycle = chain[chain.index(name):]
+                closing = regions[cycle[-1]]
+                self.bad(closing.at("fallback"), f"fallback cycle: {' -> '.join(cycle + [name])} (this fallback closes it); "
+                                                 f"a chain of fallbacks must end at a region that needs none, e.g. 'whole'")
+            done.update(chain)
+
     def check_switch_vars(self) -> None:
         values = self.possible_values()
         for node in self.spec.nodes.values():
@@ -441,6 +506,7 @@ def compile_spec(spec: TreeSpec, catalogue: Catalogue | None = None) -> Compiled
     graph = checker.build_graph()
     acyclic = checker.check_structure(graph)
     checker.check_switch_vars()
+    checker.check_regions()
     templates = checker.check_templates(graph, acyclic)
     problems.extend(checker.problems)
     if problems:

@@ -12,17 +12,18 @@ from typing import Any
 
 from explainer.trees.catalogue import Catalogue, catalogue_from_value
 from explainer.trees.problems import Problem, format_path
-from explainer.trees.spec import FollowUpSpec, NodeSpec, Target, TreeSpec, Where
+from explainer.trees.spec import LOCATE_KINDS, FollowUpSpec, NodeSpec, RegionSpec, Target, TreeSpec, Where
 from explainer.trees.yaml_source import YamlDocument, load_yaml
 
 TOP_KEYS = {
     "tree": str, "description": str, "version": int, "include": list, "classes": list,
     "groups": dict, "vars": dict, "defaults": dict, "start": str, "nodes": dict, "catalogue": (str, list, dict),
-    "inputs": list, "preamble": str,
+    "inputs": list, "preamble": str, "regions": dict,
 }
+REGION_KEYS = ("locate", "prompt", "wording", "fallback")
 DEFAULT_KEYS = {"threshold": (int, float)}
 KIND_KEYS = ("ask", "choose", "switch", "all", "artifact", "probe")
-COMMON_NODE_KEYS = {"label", "applies_to", "set", "note"}
+COMMON_NODE_KEYS = {"label", "applies_to", "set", "note", "region"}
 NODE_KEYS = {
     "ask": COMMON_NODE_KEYS | {"ask", "if_yes", "if_no", "threshold", "artifact", "explain", "follow_up"},
     "choose": COMMON_NODE_KEYS | {"choose", "options", "then", "sets"},
@@ -190,6 +191,59 @@ class _FileParser:
                     self.bad_value(path + ("set", var), f"must be a string, not {_shown(value)}")
                 else:
                     node.set[str(var)] = value
+        if "region" in body and self.check_type(body["region"], str, path + ("region",)):
+            # `region: eyes` is the region this node and the nodes below it are about: it binds the scope's
+            # `region` (findings record it, a walk visits a node once per region) and makes the walk locate it
+            if "region" in node.set and node.set["region"] != body["region"]:
+                self.bad(path + ("region",), "'region' and 'set: {region: ...}' disagree; give the region once")
+            node.region = body["region"]
+            node.set["region"] = body["region"]
+
+    # -- regions -------------------------------------------------------------
+    def region(self, name: Any, body: Any) -> RegionSpec | None:
+        path = ("regions", name)
+        if not isinstance(name, str) or not name or not set(name) <= ID_CHARS:
+            self.bad(path, f"region name {name!r} must be letters, digits, '_', '-' or '.'")
+            return None
+        if not isinstance(body, dict):
+            self.bad_value(path, f"a region must be a mapping with 'locate' (one of {', '.join(LOCATE_KINDS)}), "
+                                 f"not {_shown(body)}")
+            return None
+        for key in body:
+            if key not in REGION_KEYS:
+                self.bad(path + (key,), f"unknown key '{key}'{_did_you_mean(str(key), set(REGION_KEYS))}")
+        if "locate" not in body:
+            self.bad(path, f"a region needs 'locate': one of {', '.join(LOCATE_KINDS)}")
+            return None
+        locate = body["locate"]
+        if not self.check_type(locate, str, path + ("locate",)):
+            return None
+        if locate not in LOCATE_KINDS:
+            self.bad_value(path + ("locate",), f"unknown way to locate '{locate}'{_did_you_mean(locate, set(LOCATE_KINDS))}; "
+                                               f"known: {', '.join(LOCATE_KINDS)}")
+            return None
+        region = RegionSpec(name=name, locate=locate, where=self.where(path))
+        for key in REGION_KEYS:
+            if key in body:
+                region.field_where[key] = self.where(path + (key,))
+        for key in ("prompt", "wording", "fallback"):
+            if key not in body:
+                continue
+            value = body[key]
+            if not self.check_type(value, str, path + (key,)):
+                continue
+            if not value.strip():
+                self.bad_value(path + (key,), "must not be empty")
+                continue
+            if key != "fallback" and ("{{" in value or "{%" in value):
+                self.bad_value(path + (key,), "is plain text, not a template (it is what {{ roi }} says)")
+                continue
+            setattr(region, key, value.strip())
+        if locate == "ask_vlm" and "prompt" not in body:
+            self.bad(path, "a region located by 'ask_vlm' needs 'prompt': what the VLM is asked to find, e.g. \"the eyes\"")
+        elif locate != "ask_vlm" and "prompt" in body:
+            self.bad(path + ("prompt",), f"'prompt' is only for 'locate: ask_vlm'; a '{locate}' region is located without asking")
+        return region
 
     def _template(self, body: dict, key: str, path: tuple) -> str | None:
         value = body.get(key)
@@ -398,6 +452,8 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None,
     top_where: dict[str, Where] = {}
     threshold = 0.5
     broken: set[str] = set()
+    regions: dict[str, RegionSpec] = {}
+    broken_regions: set[str] = set()  # declared but unparseable: references to them are not reported again
     fatal: set[str] = set()  # files that could not be read or built
     _catalogue_parsers: list[_FileParser] = []  # the main file's parser (its doc locates the catalogue's lines)
 
@@ -429,6 +485,15 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None,
                 continue
             nodes[name] = node
             node_origin[name] = node.where
+        for name, body in top.get("regions", {}).items():
+            region = parser.region(name, body)
+            if region is None:
+                broken_regions.add(str(name))
+            elif name in regions:
+                first = regions[name].where
+                parser.bad(("regions", name), f"duplicate region '{name}' (first defined in {first.file}:{first.line})")
+            else:
+                regions[name] = region
         parsed_groups = {}
         for name, members in top.get("groups", {}).items():
             got = parser.string_list(members, ("groups", name))
@@ -527,6 +592,8 @@ def parse_tree(path: str | Path, *, display_root: Path | None = None,
         broken=broken,
         incomplete=bool(fatal),
         included_from=included_from,
+        regions=regions,
+        broken_regions=broken_regions,
     )
     return spec, with_include_chain(problems, included_from)
 

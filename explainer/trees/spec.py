@@ -45,6 +45,31 @@ class FollowUpSpec:
     where: Where
 
 
+LOCATE_KINDS = ("whole", "foreground", "background", "detector_box", "ask_vlm")
+
+
+@dataclass
+class RegionSpec:
+    """A region a tree speaks of (``regions:``): its name, how a walk locates it, how prompts name it.
+
+    ``locate``: ``whole`` (the image), ``foreground`` / ``background`` (the mask
+    stage), ``detector_box`` (the detector's Grad-CAM box, drawn on the image the
+    VLM sees) or ``ask_vlm`` (the answerer is asked for a box around ``prompt``).
+    ``fallback``: the region used when locating fails (a chain ends at the whole image).
+    """
+
+    name: str
+    locate: str
+    where: Where
+    prompt: str | None = None  # ask_vlm: what to find, e.g. "the eyes"
+    wording: str | None = None  # what {{ roi }} says in prompts when the region is located; None: the kind's default
+    fallback: str | None = None
+    field_where: dict[str, Where] = field(default_factory=dict)
+
+    def at(self, name: str) -> Where:
+        return self.field_where.get(name, self.where)
+
+
 @dataclass
 class NodeSpec:
     id: str
@@ -76,6 +101,8 @@ class NodeSpec:
     artifact: str | None = None
     explain: str | None = None
     follow_up: FollowUpSpec | None = None
+    # the declared region this node (and every node below it) is about; also sets the scope's `region`
+    region: str | None = None
     # where each field's value sits, for error messages
     field_where: dict[str, Where] = field(default_factory=dict)
 
@@ -111,3 +138,5 @@ class TreeSpec:
     # included file -> the include line(s) that led to it, for messages
     included_from: dict[str, str] = field(default_factory=dict)
     group_where: dict[str, Where] = field(default_factory=dict)  # where each group is defined
+    regions: dict[str, RegionSpec] = field(default_factory=dict)  # `regions:`; empty: none declared
+    broken_regions: set[str] = field(default_factory=set)

@@ -39,6 +39,7 @@ from explainer.answerers.base import (
     YesNoQuery,
 )
 from explainer.answerers.hf import prefix_cache as pc
+from explainer.answerers.locate import LocatesByGeneration
 from explainer.answerers.hf.image_prep import prepare_image
 from explainer.answerers.hf.prompting import ChatLayout, PromptSplitError
 from explainer.answerers.hf.tokens import YesNoTokens, discover_yes_no
@@ -87,7 +88,7 @@ def sentence(text: str) -> str:
     return " ".join(text.split())
 
 
-class VLMAnswerer(AnswererBase):
+class VLMAnswerer(LocatesByGeneration, AnswererBase):
     """Implements :class:`explainer.answerers.base.Answerer` with a Hugging Face VLM.
 
     Attributes: ``model``, ``processor``, ``model_id``, ``model_type``,

@@ -35,6 +35,7 @@ from explainer.answerers.base import (
 )
 from explainer.answerers.hf.answerer import first_word, sentence
 from explainer.answerers.hf.prompting import user_text
+from explainer.answerers.locate import LocatesByGeneration
 from explainer.answerers.server.connection import TOP_LOGPROBS, Completion, ServerConnection, ServerError
 from explainer.answerers.server.first_tokens import FirstTokens, SharedFirstToken
 from explainer.answerers.server.scoring import option_probs, yes_no_from_top
@@ -80,7 +81,7 @@ class _Image:
     stats: ServerStats
 
 
-class ServerAnswerer:
+class ServerAnswerer(LocatesByGeneration):
     """Implements :class:`~explainer.answerers.base.Answerer` and :class:`~explainer.answerers.base.MultiImageAnswerer`.
 
     With several images open (``begin_images``), one call sends the questions
