@@ -122,7 +122,7 @@ class RegionLocator:
         if spec.locate == "ask_vlm" and box is not None and self.width and self.height:
             # the box reaches the VLM in the words of the frame it located it in
             x0, y0, x1, y1 = box
-            wording = f"{wording} (the box from ({x0}, {y0}) to ({x1}, {y1}) of this {self.width}x{self.height} image)"
+            wording = f"{wording} in the box from ({x0}, {y0}) to ({x1}, {y1}) of this {self.width}x{self.height} image"
         return LocatedRegion(spec.name, spec.locate, spec.name, True, box, wording, answer)
 
     def _locate_one(self, spec: RegionSpec) -> tuple[LocatedRegion | None, str]:

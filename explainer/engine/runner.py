@@ -194,7 +194,7 @@ class _Walk:
         before, n_notes = set(self.regions.located), len(self.regions.notes)
         self.regions.get(name)
         notes = tuple(self.regions.notes[n_notes:])
-        for n, loc in self.regions.located.items():
+        for n, loc in sorted(self.regions.located.items(), key=lambda item: item[0] != name):  # the one asked first
             if n not in before:
                 self.out.append(RegionLocated(self.round, n, loc.locate, loc.used, loc.located, loc.box, loc.wording,
                                               loc.answer, notes if n == name else ()))
