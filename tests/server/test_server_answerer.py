@@ -369,3 +369,32 @@ def test_free_follow_up_is_a_short_generation(closing):
         assert a.text == "wheels"
         body = srv.requests[-1]
         assert body["max_tokens"] == 4 and not body.get("logprobs")
+
+
+def test_locate_through_the_server_parses_the_completion_strictly(closing):
+    """A tree's ask_vlm regions through --vlm-server: a short greedy completion, four integers or no box."""
+    import json as _json
+
+    from explainer.answerers.base import LocateQuery
+    from explainer.answerers.locate import LOCATE_MAX_NEW_TOKENS
+
+    def chat(body):
+        text = _json.dumps(body)
+        if "bounding box" not in text:
+            return ok(body)
+        return 200, completion(None, text="[4, 6, 20, 99]" if "the eyes" in text else "Somewhere near the top.")
+
+    with FakeServer(chat) as srv:
+        answerer = connect(settings(srv.url))
+        closing(answerer)
+        answerer.begin_image(ImageContext(image=image()))
+        try:
+            eyes, hair = answerer.locate([LocateQuery("eyes", "the eyes", 32, 32), LocateQuery("hair", "the hair", 32, 32)])
+        finally:
+            answerer.end_image()
+        assert eyes.box == (4, 6, 20, 32) and eyes.text == "[4, 6, 20, 99]"  # clamped to the 32x32 image
+        assert hair.box is None and "not a box: 'Somewhere near the top.'" in hair.why
+        asked = [b for b in srv.requests if "bounding box" in _json.dumps(b)]
+        assert len(asked) == 2 and all(b.get("max_tokens", b.get("max_completion_tokens")) == LOCATE_MAX_NEW_TOKENS
+                                       for b in asked)
+        assert "The image is 32x32 pixels." in _json.dumps(asked[0])
