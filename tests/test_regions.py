@@ -404,3 +404,15 @@ def test_tree_walk_answers_file_gives_boxes_with_file_line_errors(tmp_path, caps
     assert f"{bad}:2: regions.eys: tree 'lazy' asks for no box for region 'eys' (did you mean 'eyes'?)" in err
     assert f"{bad}:3: regions.hair: a box needs 0 <= x0 < x1 and 0 <= y0 < y1" in err
     assert f"{bad}:4: defaults.locate: must be 'none' or 'error'" in err
+
+
+def test_ask_all_words_skipped_questions_without_locating_anything(lazy):
+    from explainer.quality.askall import ask_skipped
+
+    script = ScriptedAnswerer({"q": "yes", "eyes": "no"}, regions={"eyes": [8, 16, 40, 30], "hair": [1, 1, 9, 9]})
+    context = ImageContext(image=_image(64, 48))
+    walk = TreeRunner(lazy, script).run(context)
+    extra = {q["node_id"]: q["prompt"] for q in ask_skipped(lazy, script, context, walk, {})}
+    assert _locates(script) == ["eyes"]  # the extra questions locate nothing
+    assert extra["hair"] == "Look at the hair. Odd? Answer yes or no."  # never located: its words, no box
+    assert extra["irises"].startswith("In the eyes in the box from (8, 16) to (40, 30)")  # as the walk located it

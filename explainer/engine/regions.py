@@ -157,6 +157,14 @@ class RegionLocator:
         return self._found(spec, answer.box, answer.text), ""
 
 
+def unlocated_wording(spec: RegionSpec, roi: str) -> str:
+    """What {{ roi }} says for a region the walk never located (``--ask-all``'s extra questions): its words without
+    a box; a detector_box region says what ``roi`` already says (the box is drawn on the image, or there is none)."""
+    if spec.locate == "detector_box":
+        return spec.wording if spec.wording and roi == ROI_WITH_BOX else roi
+    return spec.wording or spec.prompt or DEFAULT_WORDING[spec.locate]
+
+
 def describe(name: str, info: dict) -> str:
     """One line for the terminal and HTML views: where a region was found, or what stood in for it."""
     box = f"box {tuple(info['box'])}" if info.get("box") else "no box"

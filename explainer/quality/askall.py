@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from explainer.answerers.base import Answerer, ImageContext, YesNoQuery
 from explainer.engine.events import QuestionAnswered
+from explainer.engine.regions import unlocated_wording
 from explainer.engine.runner import WalkResult
 from explainer.quality.paths import TreePaths
 from explainer.trees.compiler import CompiledTree
@@ -32,6 +33,10 @@ def ask_skipped(tree: CompiledTree, answerer: Answerer, context: ImageContext, w
         return []
     queries = []
     for node_id, sc in todo.items():
+        region = sc.get("region")
+        if region in tree.regions:  # worded as the walk located it; never located: its words without a box
+            located = walk.regions.get(region)
+            sc = {**sc, "roi": located["wording"] if located else unlocated_wording(tree.regions[region], sc.get("roi", ""))}
         node = tree.node(node_id)
         leads = frozenset({node.artifact}) if node.artifact else tree.leads_to(node.if_yes.ids if node.if_yes else (), sc)
         queries.append(YesNoQuery(node_id, render(tree.templates[(node_id, "ask")], sc), leads))
