@@ -1,10 +1,13 @@
-"""How the tree's cost grows with the catalogue: generated trees of the cifake tree's shape for 70, 140, 280 artifacts.
+"""How the tree's cost grows with the catalogue: generated trees of the cifake tree's kind for 70, 140, 280 artifacts.
 
-Shape: one region question (face / body / background, like the shipped tree's),
-then per region gates of ``branching`` related artifacts, nested one level deeper
-each time the region's top level would exceed ``top`` gates, an ``at_least_one``
-under every gate (all members but the last asked, the last inferred), one
-question per artifact. The catalogue is synthetic ("Synthetic artifact 017").
+Shape (a balanced hierarchy): one region question (face / body / background,
+like the shipped tree's), then per region an ``all`` of ``top`` gates (6), and
+under every gate an ``at_least_one`` of ``fanout`` members (3): smaller gates
+while more than one artifact is left, then one question per artifact; chunk
+sizes differ by at most one at every level. The shipped cifake tree is the
+two-level case of this kind (a region's ``all`` of 4 to 11 gates, each an
+``at_least_one`` of 2 to 5 artifacts); a bigger catalogue adds levels, not width.
+The catalogue is synthetic ("Synthetic artifact 017").
 
 What is held fixed as the catalogue grows is the number of artifacts an image
 carries (2.4 on average, the seed team's published mean): p per applicable
@@ -12,6 +15,12 @@ artifact is 2.4 / applicable, so a bigger catalogue means rarer artifacts, not
 more of them per image. Under that assumption a tree's cost grows with its depth;
 with p fixed instead, every extra artifact would add findings and no tree could
 stay flat (the entropy floor grows with the catalogue).
+
+Each doubling of the catalogue adds about log_fanout(2) levels, and every found
+artifact pays about ``fanout`` questions per level, so the cost grows by a
+near-constant step per doubling (logarithmically). An ideal yes/no tree would
+still need 2.4 × log2(4) = 4.8 more questions for 4× the catalogue (the entropy
+of 2.4 findings among 4× as many), about 1.4× its cost at 70.
 """
 
 from __future__ import annotations
@@ -31,10 +40,35 @@ from explainer.engine import TreeRunner
 
 REGIONS = ("face", "body", "background")
 ARTIFACTS_PER_IMAGE = 2.4
+TOP_GATES = 6  # a region's `all`: the shipped tree's regions hold 4 to 11 gates
+FANOUT = 3  # members per gate: the shipped tree's gates hold 2 to 5 artifacts, 3.3 on average
+SHAPE = (f"balanced: a region question, {TOP_GATES} gates per region, every gate an at_least_one of "
+         f"{FANOUT} members (smaller gates, then artifacts)")
 
 
-def generate_tree(folder: str | Path, n_artifacts: int, branching: int = 4, top: int = 6) -> Path:
-    """Write ``catalogue.yaml`` and ``tree.yaml`` for ``n_artifacts`` into ``folder``; return the tree's path."""
+def _split(items: list, parts: int) -> list[list]:
+    """``items`` in ``parts`` consecutive chunks whose sizes differ by at most one (no empty chunk)."""
+    parts = min(parts, len(items))
+    size, extra = divmod(len(items), parts)
+    chunks, at = [], 0
+    for i in range(parts):
+        step = size + (i < extra)
+        chunks.append(items[at : at + step])
+        at += step
+    return chunks
+
+
+def generate_tree(folder: str | Path, n_artifacts: int, fanout: int = FANOUT, top: int = TOP_GATES) -> Path:
+    """Write ``catalogue.yaml`` and ``tree.yaml`` for ``n_artifacts`` into ``folder``; return the tree's path.
+
+    Each region's artifacts form a balanced hierarchy: the region's ``all`` holds
+    ``top`` gates, every gate an ``at_least_one`` of ``fanout`` members (smaller
+    gates or artifact questions, sizes differing by at most one), down to the
+    artifacts; a bigger catalogue adds levels, not width.
+    """
+    if fanout < 2 or top < 1 or n_artifacts < len(REGIONS):
+        raise ValueError(f"need fanout >= 2, top >= 1 and at least {len(REGIONS)} artifacts; "
+                         f"got fanout {fanout}, top {top}, {n_artifacts} artifacts")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"Synthetic artifact {i:03d}" for i in range(1, n_artifacts + 1)]
@@ -45,31 +79,27 @@ def generate_tree(folder: str | Path, n_artifacts: int, branching: int = 4, top:
                              "background? Answer with one word: face, body or background.",
                    "sets": "region", "options": {r: f"{r}_root" for r in REGIONS}},
     }
+
+    def build(region: str, members: list[str], path: str) -> str:
+        """The node id that covers ``members``: the artifact question itself, or a gate over balanced chunks."""
+        if len(members) == 1:
+            node_id = "a" + members[0].rsplit(" ", 1)[1]
+            nodes[node_id] = {"ask": f"Does the {region} show {members[0].lower()}? {{{{ yn }}}}",
+                              "artifact": members[0]}
+            return node_id
+        children = [build(region, chunk, f"{path}_{i}") for i, chunk in enumerate(_split(members, fanout))]
+        gate = f"{region}_g{path}"
+        nodes[gate] = {"ask": f"Does the {region} show any of {', '.join(n.lower() for n in members[:3])}"
+                              f"{' or related defects' if len(members) > 3 else ''}? {{{{ yn }}}}",
+                       "if_yes": {"at_least_one": children}}
+        return gate
+
     per_region = [names[i::len(REGIONS)] for i in range(len(REGIONS))]
     for region, members in zip(REGIONS, per_region):
-        level = []
-        for name in members:
-            node_id = "a" + name.rsplit(" ", 1)[1]
-            nodes[node_id] = {"ask": f"Does the {region} show {name.lower()}? {{{{ yn }}}}", "artifact": name}
-            level.append((node_id, [name]))
-        depth = 0
-        while len(level) > top:
-            depth += 1
-            grouped = []
-            for g in range(0, len(level), branching):
-                chunk = level[g : g + branching]
-                if len(chunk) == 1:
-                    grouped.append(chunk[0])
-                    continue
-                covered = [n for _, ns in chunk for n in ns]
-                gate = f"{region}_g{depth}_{g // branching}"
-                nodes[gate] = {"ask": f"Does the {region} show any of {', '.join(n.lower() for n in covered[:3])}"
-                                      f"{' or related defects' if len(covered) > 3 else ''}? {{{{ yn }}}}",
-                               "if_yes": {"at_least_one": [c for c, _ in chunk]}}
-                grouped.append((gate, covered))
-            level = grouped
-        nodes[f"{region}_root"] = {"all": [c for c, _ in level]}
-    tree = {"tree": f"generated-{n_artifacts}", "description": f"{n_artifacts} synthetic artifacts, gates of {branching}",
+        top_ids = [build(region, chunk, str(i)) for i, chunk in enumerate(_split(members, top))]
+        nodes[f"{region}_root"] = {"all": top_ids}
+    tree = {"tree": f"generated-{n_artifacts}",
+            "description": f"{n_artifacts} synthetic artifacts, {top} gates per region, balanced gates of {fanout}",
             "catalogue": "catalogue.yaml", "preamble": "This image may be AI-generated.",
             "vars": {"yn": "Answer yes or no."}, "defaults": {"threshold": 0.5}, "start": "region", "nodes": nodes}
     (folder / "catalogue.yaml").write_text(yaml.safe_dump(catalogue, sort_keys=False))
@@ -97,7 +127,8 @@ def _sample_truth(tree, rng: random.Random) -> tuple[str, set[str]]:
 
 
 def run_growth(folder: str | Path, sizes: Sequence[int] = (70, 140, 280), samples: int = 400, seed: int = 0,
-               vlm: Any = None, timed_images: int = 0, on_progress=lambda msg: None) -> list[GrowthRow]:
+               vlm: Any = None, timed_images: int = 0, on_progress=lambda msg: None,
+               fanout: int = FANOUT, top: int = TOP_GATES) -> list[GrowthRow]:
     """Questions per image (oracle, ``samples`` images) and, with ``vlm``, seconds per image on ``timed_images``."""
     from explainer.bench import OracleDriven, synthetic_images
     from explainer.trees import compile_tree
@@ -105,7 +136,7 @@ def run_growth(folder: str | Path, sizes: Sequence[int] = (70, 140, 280), sample
     rows = []
     for n in sizes:
         on_progress(f"growth: {n} artifacts")
-        tree = compile_tree(generate_tree(Path(folder) / f"generated-{n}", n))
+        tree = compile_tree(generate_tree(Path(folder) / f"generated-{n}", n, fanout=fanout, top=top))
         rng = random.Random(seed)
         walks = []
         for _ in range(samples):

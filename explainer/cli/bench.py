@@ -146,13 +146,14 @@ def throughput_table(report) -> Table:
 
 
 def growth_table(report) -> Table:
+    from explainer.benchmarks.growth import SHAPE
+
     timed = any(g.seconds is not None for g in report.growth)
     table = Table(
         title="cost growth",
         headers=["catalogue", "questions / image", "× smallest", "rounds (mean)", "rounds (max)"]
         + (["s / image"] if timed else []),
-        footer=("generated trees of the shipped tree's shape (a region question, gates of 4, nested one level "
-                "deeper when a region would have more than 6 gates); 2.4 artifacts per image at every size; "
+        footer=(f"generated trees of the shipped tree's kind ({SHAPE}); 2.4 artifacts per image at every size; "
                 "questions counted with the oracle" + (", seconds with the model at K=1" if timed else "") + "."))
     for g in report.growth:
         row = [g.artifacts, f"{g.questions:.2f}", f"{g.ratio_to_smallest:.2f}", f"{g.rounds:.2f}", g.depth]
