@@ -52,9 +52,12 @@ STRATEGIES: dict[str, tuple[str, str]] = {  # name -> (tree, how it is answered)
     "decision-pipeline": ("tree", "decision"),  # transformers' pipeline("decision"), one call per question
     "direct-decision-pipeline": ("direct", "decision"),
     "direct-packed": ("direct", "packed"),  # the 70 questions in one sequence, one forward pass
+    "tree-server": ("tree", "server"),  # the tree through an OpenAI-compatible server (--vlm-server URL)
 }
-# `explain bench` without --strategies: all but direct-decision-pipeline (70 pipeline calls per image: opt in)
-DEFAULT_STRATEGIES = ("direct-naive", "direct-cached", "tree-naive", "tree", "decision-pipeline", "direct-packed")
+# `explain bench` without --strategies: all but direct-decision-pipeline (70 pipeline calls per image: opt in);
+# tree-server runs when a server is given and is listed as not available otherwise
+DEFAULT_STRATEGIES = ("direct-naive", "direct-cached", "tree-naive", "tree", "decision-pipeline", "direct-packed",
+                      "tree-server")
 
 
 class OracleDriven(AnswererBase):
@@ -214,12 +217,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _answerer_for(mode: str, base: Any):
-    """The answerer a strategy's mode uses, on the already loaded model."""
+def _answerer_for(mode: str, base: Any, server: Any = None):
+    """The answerer a strategy's mode uses, on the already loaded model (``server``: a connected ServerAnswerer)."""
+    from explainer.answerers.base import AnswererError
     from explainer.answerers.hf import VLMAnswerer
 
     if mode == "cached":
         return base
+    if mode == "server":
+        if server is None:
+            raise AnswererError("no server given (--vlm-server URL)")
+        return server
     if mode == "decision":
         from explainer.benchmarks.peers import DecisionPipelineAnswerer
 
@@ -231,20 +239,47 @@ def _answerer_for(mode: str, base: Any):
     return VLMAnswerer(base.model, base.processor, mode=mode, model_id=base.model_id)
 
 
-def run_bench(vlm_path: str, *, strategies: Sequence[str] = DEFAULT_STRATEGIES, n_images: int = 3,
-              oracle: bool = True, device: str = "cpu", seed: int = 0, detector: Any = None,
-              dtype: Any = None, quantize: str | None = None, detector_stage: str = "default",
-              on_progress=lambda msg: None) -> BenchReport:
-    """Run every strategy on the same images with one loaded model (weights shared between modes)."""
-    from detectors import DetectorStage
-    from explainer.answerers.base import AnswererError
-    from explainer.answerers.hf import load_vlm
-
+def _check_strategies(strategies: Sequence[str]) -> None:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         from explainer.errors import UsageError
 
         raise UsageError(f"unknown strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+
+
+def connect_server(settings: Any, strategies: Sequence[str]):
+    """Connect to and check the server tree-server uses (ServerSettings), before any model is built or loaded:
+    an unreachable server, an unknown model or a tree it cannot score is a UsageError now."""
+    from explainer.errors import UsageError
+
+    _check_strategies(strategies)
+    if "tree-server" not in strategies:
+        raise UsageError("--vlm-server is used by the tree-server strategy only: add tree-server to --strategies")
+    from explainer.answerers.server import connect
+
+    served = connect(settings)
+    try:
+        served.check_tree(compile_tree(default_tree_path()))
+    except BaseException:
+        served.close()
+        raise
+    return served
+
+
+def run_bench(vlm_path: str, *, strategies: Sequence[str] = DEFAULT_STRATEGIES, n_images: int = 3,
+              oracle: bool = True, device: str = "cpu", seed: int = 0, detector: Any = None,
+              dtype: Any = None, quantize: str | None = None, detector_stage: str = "default",
+              server: Any = None, on_progress=lambda msg: None) -> BenchReport:
+    """Run every strategy on the same images with one loaded model (weights shared between modes).
+
+    ``server``: a connected ServerAnswerer (:func:`connect_server`) that ``tree-server`` walks the tree
+    through; the caller closes it. Without one, tree-server is listed as not available.
+    """
+    _check_strategies(strategies)
+    from detectors import DetectorStage
+    from explainer.answerers.base import AnswererError
+    from explainer.answerers.hf import load_vlm
+
     trees = {"tree": compile_tree(default_tree_path()), "direct": compile_tree(default_tree_path().parent / "direct.yaml")}
     base = load_vlm(vlm_path, device=device, dtype=dtype, quantize=quantize, mode="cached")
     if detector is None:
@@ -272,13 +307,15 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = DEFAULT_STRATEGIES, 
     for name in strategies:
         tree_name, mode = STRATEGIES[name]
         try:
-            vlm = _answerer_for(mode, base)
+            vlm = _answerer_for(mode, base, server)
         except (AnswererError, ValueError, NotImplementedError) as exc:  # e.g. the pipeline refuses this model
             report.settings["unavailable"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             on_progress(f"{name}: not available here ({report.settings['unavailable'][name]})")
             continue
         if getattr(vlm, "notes", None) and vlm is not base:
             report.settings["notes"][name] = list(vlm.notes)
+        if mode == "server":
+            report.settings["notes"].setdefault(name, []).insert(0, f"model {vlm.model_id} at {vlm.connection.url}")
         ran.append(name)
         for i, (det, (facts, truth)) in enumerate(zip(detections, truths)):
             on_progress(f"{name}: image {i + 1}/{n_images}")

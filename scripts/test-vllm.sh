@@ -8,7 +8,9 @@
 # 2. Builds a tiny random Qwen2-VL that vLLM can serve (explainer.testing.build_served_qwen2_vl).
 # 3. Starts `vllm serve` on 127.0.0.1 at a free port, float32, and waits for it (50-70 s, ~3.5 GB RSS).
 # 4. Runs the tests marked `server` (tests/server/test_vllm.py) with this project's Python.
-# 5. Stops the server, whatever happened.
+# 5. With BENCH=1, also `explain bench strategies --strategies tree,tree-server`: the same tiny model in process
+#    and through the server, same images, same oracle (timings on this machine: label them loaded or quiet).
+# 6. Stops the server, whatever happened.
 #
 # Run it from the project's own venv (the one `pip install -e ".[test]"` made). Needs ~4 GB of free RAM.
 set -euo pipefail
@@ -91,4 +93,16 @@ set +e
 STATUS=$?
 set -e
 [ -f "$EXPLAINER_VLLM_REPORT" ] && { echo "== measurements ($EXPLAINER_VLLM_REPORT)"; cat "$EXPLAINER_VLLM_REPORT"; echo; }
+
+# --- 5. opt-in: the bench's tree-server strategy against this server ----------------------------------
+if [ "${BENCH:-0}" = 1 ]; then
+  echo "== explain bench strategies: tree (in process) vs tree-server (vLLM), ${BENCH_IMAGES:-3} images"
+  set +e
+  "$PY" -m explainer.cli bench strategies --vlm "$MODEL" --strategies tree,tree-server --images "${BENCH_IMAGES:-3}" \
+    --vlm-server "$EXPLAINER_VLLM_URL" --vlm-server-model "$MODEL" --dtype float32 --markdown \
+    --json-out "$WORK/bench-tree-server.json"
+  BENCH_STATUS=$?
+  set -e
+  [ "$BENCH_STATUS" = 0 ] || STATUS=$BENCH_STATUS
+fi
 exit $STATUS

@@ -38,11 +38,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_STRATEGIES)
     if args.images < 1:
         raise UsageError("--images must be at least 1")
-    path = _model_path(args)
-    report = run_bench(path, strategies=strategies, n_images=args.images, oracle=not args.model_answers,
-                       device=args.device, seed=args.seed, detector_stage=args.detector_stage, dtype=args.dtype,
-                       quantize=args.quantize,
-                       on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
+    served = None
+    if args.vlm_server:
+        from explainer.answerers.server import ServerSettings
+        from explainer.bench import connect_server
+
+        served = connect_server(ServerSettings(url=args.vlm_server, model=args.vlm_server_model,
+                                               api_key_env=args.vlm_api_key_env, tokenizer=args.vlm_tokenizer),
+                                strategies)
+    try:
+        path = _model_path(args)
+        report = run_bench(path, strategies=strategies, n_images=args.images, oracle=not args.model_answers,
+                           device=args.device, seed=args.seed, detector_stage=args.detector_stage, dtype=args.dtype,
+                           quantize=args.quantize, server=served, on_progress=lambda m: _err.print(f"[dim]{m}[/]"))
+    finally:
+        if served is not None:
+            served.close()
     table = strategy_table(report)
     if args.markdown:
         print(table.markdown())
@@ -66,8 +77,7 @@ def strategy_table(report) -> Table:
                 f"{m['dtype']}; detector stage: {report.settings['detector_stage']}; "
                 + "".join(f"{k}: {'; '.join(v)}; " for k, v in report.settings.get("notes", {}).items())
                 + "".join(f"{k} not available here ({v}); " for k, v in report.settings.get("unavailable", {}).items())
-                + "tree-server (the tree through --vlm-server) is not in this table yet; "
-                f"{report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
+                + f"{report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
                 f"{report.machine['torch']}, transformers {report.machine['transformers']}; "
                 + ("branches opened by the oracle (p = %.3f)" % report.settings["p_artifact"] if report.settings["oracle"]
                    else "branches opened by the model's own answers") + "."))
@@ -192,7 +202,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
     _model_options(p)
     p.add_argument("--strategies", help="comma-separated: direct-naive, direct-cached, tree-naive, tree, decision-pipeline, "
-                                        "direct-decision-pipeline, direct-packed (default: all but direct-decision-pipeline)")
+                                        "direct-decision-pipeline, direct-packed, tree-server "
+                                        "(default: all but direct-decision-pipeline)")
+    g = p.add_argument_group("tree-server: the tree through an OpenAI-compatible server (vLLM, SGLang, llama.cpp)")
+    g.add_argument("--vlm-server", metavar="URL", help="e.g. http://127.0.0.1:8000/v1; without it tree-server is "
+                                                       "listed as not available")
+    g.add_argument("--vlm-server-model", metavar="NAME", help="the served model's name (default: the server's only model)")
+    g.add_argument("--vlm-api-key-env", metavar="NAME", help="environment variable holding the API key (default OPENAI_API_KEY)")
+    g.add_argument("--vlm-tokenizer", metavar="ID_OR_PATH",
+                   help="local tokenizer for options' first tokens (default: the server's /tokenize)")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the device's")
