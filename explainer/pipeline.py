@@ -50,6 +50,7 @@ class PipelineOptions:
     include_paths: tuple[str, ...] = ()  # folders besides the tree's own that its includes may come from
     batch_images: int | None = None  # images walked together; None: DEFAULT_BATCH_IMAGES of the device
     server: Any = None  # ServerSettings: answer through an OpenAI-compatible server instead of loading --vlm
+    packing: str = "rows"  # rows | exact: how the in-process VLM lays out a round's yes/no questions
 
 
 @dataclass
@@ -138,7 +139,8 @@ class Pipeline:
             from explainer.answerers.hf import load_vlm
 
             try:
-                answerer = load_vlm(options.vlm, device=options.device, quantize=options.quantize, mode=options.vlm_mode)
+                answerer = load_vlm(options.vlm, device=options.device, quantize=options.quantize, mode=options.vlm_mode,
+                                    packing=options.packing)
             except UsageError as exc:
                 if options.vlm is not None:
                     raise

@@ -94,6 +94,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("index_from", str, "name", choices=("name", "order")),
     Setting("calibration", str, None, what="a calibration file"),
     Setting("batch_images", int, None, minimum=1, maximum=MAX_BATCH_IMAGES),
+    Setting("packing", str, "rows", choices=("rows", "exact")),
     Setting("engine", str, "local", choices=("local", "ray")),
     Setting("ray_address", str, None, what="a Ray address"),
     Setting("workers", int, 2, minimum=1, maximum=MAX_WORKERS),

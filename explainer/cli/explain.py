@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-images", type=int, metavar="K",
                    help="images walked together: each round is one forward pass over the ready questions of K "
                         "images (default per device: 1 on a CPU, 16 on a GPU; see `explain bench throughput`)")
+    p.add_argument("--packing", choices=("rows", "exact"),
+                   help="how the VLM lays out a round's yes/no questions: rows (default: one padded row each) or "
+                        "exact (an image's questions in one sequence after its prefix, a 4D mask keeping them "
+                        "apart; LLaVA, Idefics3/SmolVLM, Qwen2-VL/2.5-VL)")
     p.add_argument("--max-steps", type=int, help="step limit of one walk (default 2000)")
     p.add_argument("--engine", choices=("local", "ray"), help="local (default): this process; ray: a Ray cluster")
     p.add_argument("--ray-address", metavar="ADDR",
@@ -115,6 +119,8 @@ def server_settings(args: argparse.Namespace):
         return None
     if args.no_vlm:
         raise UsageError("--vlm-server and --no-vlm contradict each other")
+    if getattr(args, "packing", None) == "exact":
+        raise UsageError("--packing exact lays out an in-process VLM's questions; a --vlm-server does its own batching")
     if args.vlm_images is not None and args.vlm_images < 1:
         raise UsageError("--vlm-images must be at least 1")
     from explainer.answerers.server import ServerSettings
@@ -177,7 +183,7 @@ def run_explain(args: argparse.Namespace) -> int:
             tree=args.tree, include_paths=tuple(args.include_path), strategy=args.strategy, vlm=args.vlm,
             use_vlm=not args.no_vlm, detector=args.detector, sr=args.sr, mask=args.mask, device=args.device, quantize=args.quantize, obj=args.obj,
             max_steps=args.max_steps, explain_with_vlm=args.explain_with_vlm, calibration=args.calibration,
-            ask_all=args.ask_all, batch_images=args.batch_images, server=server_settings(args))
+            ask_all=args.ask_all, batch_images=args.batch_images, server=server_settings(args), packing=args.packing)
         if args.engine == "ray":
             from explainer.scale import RaySettings, explain_on_ray
 

@@ -45,6 +45,10 @@ from explainer.answerers.hf.prompting import ChatLayout, PromptSplitError
 from explainer.answerers.hf.tokens import YesNoTokens, discover_yes_no
 
 MODES = ("cached", "plain", "generate")
+# How the cached path lays out a round's questions: "rows" (one padded row per question, the default) or
+# "exact" (the questions of one image packed into one sequence after its prefix, kept apart by a 4D mask;
+# yes/no questions only, choices and follow-ups stay on rows). See prefix_cache.run_packed.
+PACKINGS = ("rows", "exact")
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,13 @@ class VLMAnswerer(LocatesByGeneration, AnswererBase):
         max_batch: int = 16,
         max_images: int = 64,
         notes: Sequence[str] = (),
+        packing: str = "rows",
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown VLM mode {mode!r}; choose from {', '.join(MODES)}")
+        if packing not in PACKINGS:
+            raise ValueError(f"unknown packing {packing!r}; choose from {', '.join(PACKINGS)}")
         self.model = model
         self.processor = processor
         self.model_id = model_id
@@ -135,6 +142,14 @@ class VLMAnswerer(LocatesByGeneration, AnswererBase):
                 self._fall_back(reason)
             elif self.layout.split_error:
                 self._fall_back(f"cannot share the prompt prefix ({self.layout.split_error})")
+        self.packing = packing
+        if packing == "exact":
+            supported, reason = pc.packing_support(model)
+            if not supported:
+                raise ValueError(f"packing 'exact' refused: {reason}; use packing 'rows'")
+            if self.mode != "cached":
+                raise ValueError(f"packing 'exact' needs the cached path, and this model runs {self.mode!r}"
+                                 + (f" ({self.notes[-1]})" if self.notes else "") + "; use packing 'rows'")
         self._open: dict[int, _Open] = {}
         self._current: _Open | None = None  # the image the single-image methods work on
         self._lm_head = model.get_output_embeddings()
@@ -379,11 +394,16 @@ class VLMAnswerer(LocatesByGeneration, AnswererBase):
         answers: list[YesNoAnswer] = []
         for span in self._chunks(list(range(len(rows)))):
             chunk = [rows[i] for i in span]
+            prefixes = [owners[i].prefix for i in span]
             start = time.perf_counter()
-            hidden, _, _, _ = pc.run_suffixes(self.model, [owners[i].prefix for i in span], chunk, self.pad_id)
-            last = torch.tensor([len(r) - 1 for r in chunk], device=hidden.device)
+            if self.packing == "exact":  # one packed sequence per image, each answer at its question's last token
+                last_hidden, _ = pc.run_packed(self.model, prefixes, chunk, self.pad_id)
+            else:
+                hidden, _, _, _ = pc.run_suffixes(self.model, prefixes, chunk, self.pad_id)
+                last = torch.tensor([len(r) - 1 for r in chunk], device=hidden.device)
+                last_hidden = hidden[torch.arange(len(chunk), device=hidden.device), last]
             with torch.inference_mode():
-                logits = self._lm_head(hidden[torch.arange(len(chunk), device=hidden.device), last])
+                logits = self._lm_head(last_hidden)
             seconds = time.perf_counter() - start
             self._record("yes_no", len(chunk), sum(map(len, chunk)), seconds, [owners[i] for i in span],
                          [len(r) for r in chunk])

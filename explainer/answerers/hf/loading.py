@@ -174,6 +174,7 @@ def load_vlm(
     mode: str = "cached",
     image_splitting: bool = False,
     max_batch: int = 16,
+    packing: str = "rows",
 ):
     """Load a vision-language model and wrap it as the engine's answerer.
 
@@ -184,11 +185,14 @@ def load_vlm(
     ``quantize``: ``4bit``/``8bit`` through bitsandbytes (CUDA only).
     ``device_map``: e.g. ``"auto"`` to spread a model larger than one GPU
     (accelerate). ``mode``: ``cached`` | ``plain`` | ``generate`` (see
-    :mod:`explainer.answerers.hf.answerer`). ``image_splitting``: Idefics3/SmolVLM only;
+    :mod:`explainer.answerers.hf.answerer`). ``packing``: ``rows`` (one padded
+    row per question) | ``exact`` (an image's yes/no questions in one sequence
+    after its prefix, kept apart by a 4D mask; refused where not verified). ``image_splitting``: Idefics3/SmolVLM only;
     off by default because the stock processor tiles even a 128 px image into
     17 × 64 tokens.
     """
     from explainer.answerers.hf.answerer import VLMAnswerer
+    from explainer.answerers.hf.prefix_cache import EXACT_PACKING
 
     device = resolve_device(device)
     name = str(id_or_path) if id_or_path is not None else default_model(device)
@@ -211,6 +215,9 @@ def load_vlm(
             f"cannot load VLM '{name}': its architecture '{model_type}' is not an image-text-to-text model; "
             f"pass a vision-language model such as {DEFAULT_CPU_MODEL}"
         )
+    if packing == "exact" and model_type not in EXACT_PACKING:  # refused before any weights are read
+        raise UsageError(f"cannot use --packing exact with VLM '{name}': exact packing is verified only for "
+                         f"{', '.join(EXACT_PACKING)}, not {model_type!r}; use --packing rows")
     if folder is not None:  # pickled weights, or a config far larger than its weights: refused before building
         check_config_matches_weights(config, folder, name)
     # Safetensors only: a pickled checkpoint can run code when it is read.
@@ -237,7 +244,8 @@ def load_vlm(
     if squares_images(processor):
         notes.append(SQUARE_NOTE)
     try:
-        answerer = VLMAnswerer(model, processor, mode=mode, model_id=name, max_batch=max_batch, notes=notes)
+        answerer = VLMAnswerer(model, processor, mode=mode, model_id=name, max_batch=max_batch, notes=notes,
+                               packing=packing)
     except ValueError as exc:  # no chat template, no yes/no tokens, a template that hides the question
         raise UsageError(f"cannot use VLM '{name}' as an answerer: {_one_line(exc)}") from None
     token_note = answerer.yes_no_tokens.note()

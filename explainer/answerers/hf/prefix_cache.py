@@ -43,6 +43,28 @@ NOT_EXACT = {
 }
 
 
+# model_type → exact packing (several questions in one sequence after the prefix, a 4D mask keeping them apart)
+# verified against the row path by tests/vlm/test_packing.py. Only attention implementations that take an
+# arbitrary additive 4D mask can run it (flash-attention takes none; flex wants a BlockMask).
+EXACT_PACKING = ("llava", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl")
+PACKING_ATTENTION = ("sdpa", "eager")
+
+
+def packing_support(model) -> tuple[bool, str]:
+    """(supported?, reason) for exact packing on this loaded model."""
+    model_type = model.config.model_type
+    if model_type not in EXACT_PACKING:
+        return False, (f"exact packing is verified only for {', '.join(EXACT_PACKING)}; "
+                       f"model type {model_type!r} is not")
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
+    text_config = getattr(model.config, "text_config", None)
+    attn = getattr(text_config, "_attn_implementation", None) or attn
+    if attn not in PACKING_ATTENTION:
+        return False, (f"exact packing needs an attention implementation that takes a 4D mask "
+                       f"({', '.join(PACKING_ATTENTION)}); this model uses {attn!r}")
+    return True, ""
+
+
 def reuse_support(model_type: str) -> tuple[bool, str]:
     """(exact?, reason) for prefix KV-cache reuse with this architecture."""
     if model_type in EXACT_REUSE:
@@ -256,6 +278,92 @@ def run_suffixes(model, prefix: Prefix | list[Prefix], rows: list[list[int]], pa
         **cache_kwargs(model.model, cache),
     )
     return out.last_hidden_state, cache, mask, layout
+
+
+@dataclass
+class Packed:
+    """Where the questions of a packed batch sit: ``rows`` packed sequences, one per distinct prefix."""
+
+    owner: list[int]  # per question: its packed row
+    last: list[int]  # per question: the position of its last token in that row
+    tokens: int  # real tokens in the batch (padding excluded)
+
+
+def pack(prefixes: list[Prefix], rows: list[list[int]]) -> tuple[list[Prefix], list[list[int]], list[list[int]], Packed]:
+    """Group questions by prefix (first-seen order): (distinct prefixes, packed ids, segment per token, layout)."""
+    order: dict[int, int] = {}
+    unique: list[Prefix] = []
+    ids: list[list[int]] = []
+    segments: list[list[int]] = []
+    owner, last = [], []
+    for q, (p, row) in enumerate(zip(prefixes, rows)):
+        if not row:
+            raise ValueError("a packed question has no tokens")
+        b = order.setdefault(id(p), len(unique))
+        if b == len(unique):
+            unique.append(p)
+            ids.append([])
+            segments.append([])
+        ids[b].extend(row)
+        segments[b].extend([q] * len(row))
+        owner.append(b)
+        last.append(len(ids[b]) - 1)
+    return unique, ids, segments, Packed(owner, last, sum(map(len, rows)))
+
+
+def packed_mask(prefix_mask: torch.Tensor, segments: torch.Tensor, dtype) -> torch.Tensor:
+    """The additive 4D mask ``(B, 1, S, width + S)`` of a packed batch.
+
+    A question's token sees its row's prefix (not the padding after a shorter
+    prefix) and the earlier tokens of its own question only. Padding tokens
+    (segment -1) see the prefix only, so no query row is fully masked (NaN).
+    """
+    batch, length = segments.shape
+    prefix_ok = prefix_mask.bool()[:, None, :].expand(batch, length, prefix_mask.shape[1])
+    seg_q, seg_k = segments[:, :, None], segments[:, None, :]
+    causal = torch.ones((length, length), dtype=torch.bool, device=segments.device).tril()
+    own = (seg_q == seg_k) & (seg_q >= 0) & causal[None]
+    allowed = torch.cat([prefix_ok, own], dim=2)[:, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+@torch.inference_mode()
+def run_packed(model, prefixes: list[Prefix], rows: list[list[int]], pad_id: int):
+    """One forward with the questions of each prefix packed into ONE sequence after it (exact, no padding
+    between questions): a 4D mask keeps every question to its prefix and its own earlier tokens, and
+    positions restart after the prefix for every question (M-RoPE positions for Qwen2-VL).
+
+    Rows of different prefixes (several images) are one packed sequence per prefix, right-padded to the
+    longest. The prefixes' caches stay intact (the forward writes into a stacked copy, dropped here).
+    Returns ``(hidden at each question's last token (N, H), Packed)``.
+    """
+    device = model.device
+    unique, ids, segments, layout = pack(prefixes, rows)
+    cache, prefix_mask, rows_at = stacked_cache(model, unique)
+    batch, width = len(unique), max(map(len, ids))
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long, device=device)
+    seg = torch.full((batch, width), -1, dtype=torch.long, device=device)
+    offset = torch.zeros((batch, width), dtype=torch.long, device=device)  # index inside its own question
+    for b, (row_ids, row_seg) in enumerate(zip(ids, segments)):
+        input_ids[b, : len(row_ids)] = torch.tensor(row_ids, dtype=torch.long, device=device)
+        seg[b, : len(row_seg)] = torch.tensor(row_seg, dtype=torch.long, device=device)
+    for q, row in enumerate(rows):
+        b, end = layout.owner[q], layout.last[q] + 1
+        offset[b, end - len(row) : end] = torch.arange(len(row), device=device)
+    pos = rows_at.lengths[:, None] + offset
+    if rows_at.positions == "mrope":
+        pos = (pos + rows_at.deltas.to(device)[:, None])[None].expand(3, -1, -1)
+    out = model.model(
+        input_ids=input_ids,
+        attention_mask=packed_mask(prefix_mask, seg, model.dtype),
+        position_ids=pos,
+        **cache_kwargs(model.model, cache),
+    )
+    hidden = out.last_hidden_state
+    pick_b = torch.tensor(layout.owner, device=hidden.device)
+    pick_t = torch.tensor(layout.last, device=hidden.device)
+    return hidden[pick_b, pick_t], layout
 
 
 @torch.inference_mode()
