@@ -4,7 +4,8 @@
 
 For each K: the prefix encoding of K images in one batch against K single encodings, and one realistic
 round (the tree's first yes/no round of K images: their gate questions) as one forward against one forward
-per image, with the padding share of that batch; then the top operators of the K-image round under
+per image, with the padding share of that batch, and the same round packed exactly (one sequence per image
+after its prefix, a 4D mask keeping the questions apart: `--packing exact`, no padding between questions); then the top operators of the K-image round under
 torch.profiler. Numbers from a loaded machine are not worth comparing: run it quiet.
 """
 
@@ -52,8 +53,8 @@ def main() -> None:
     print(f"{base.model_type}, {sum(p.numel() for p in base.model.parameters()) / 1e6:.0f}M, "
           f"{base.model.dtype}, {torch.get_num_threads()} threads")
     print("| K | encode K together s / image | encode alone s / image | round together s / image | "
-          "round per image s / image | padding share of the round |")
-    print("|---|---|---|---|---|---|")
+          "round per image s / image | padding share of the round | round packed (exact) s / image |")
+    print("|---|---|---|---|---|---|---|")
     for k in ks:
         ctx = {s: ImageContext(image=pictures[s], preamble="This image may be AI-generated.") for s in range(k)}
 
@@ -80,10 +81,13 @@ def main() -> None:
                 mine = [i for i, (t, _) in enumerate(pairs) if t == s]
                 pc.run_suffixes(base.model, [owners[i].prefix for i in mine], [rows[i] for i in mine], base.pad_id)
 
+        def round_packed():
+            pc.run_packed(base.model, [o.prefix for o in owners], rows, base.pad_id)
+
         width = max(map(len, rows))
         padding = 1 - sum(map(len, rows)) / (len(rows) * width)
         print(f"| {k} | {enc_t:.3f} | {enc_a:.3f} | {_time(round_together) / k:.3f} | {_time(round_alone) / k:.3f} | "
-              f"{100 * padding:.0f}% |")
+              f"{100 * padding:.0f}% | {_time(round_packed) / k:.3f} |")
         if k == max(ks):
             from torch.profiler import ProfilerActivity, profile
 

@@ -83,3 +83,33 @@ def test_bench_throughput_refuses_bad_lists(tmp_path, capsys):
     assert "--batch-images: every value must be between 1 and 256" in capsys.readouterr().err
     assert main(["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path), "--images", "x"]) == 2
     assert "--images is a comma-separated list of integers" in capsys.readouterr().err
+
+
+def test_bench_tree_packed_asks_what_tree_asks(tmp_path, capsys, monkeypatch):
+    """tree-packed: the same walk as tree (same questions, rounds and forward passes), each round packed."""
+    out = tmp_path / "b.json"
+    code = main(["bench", "--arch", "qwen2_vl", "--models-dir", str(tmp_path / "m"), "--images", "2",
+                 "--strategies", "tree,tree-packed", "--json-out", str(out), "--markdown"])
+    assert code == 0
+    assert "| tree-packed |" in capsys.readouterr().out
+    summ = {s["strategy"]: s for s in json.loads(out.read_text())["summaries"]}
+    for key in ("yes_no", "choices", "follow_ups", "rounds", "forward_passes", "tokens"):
+        assert summ["tree-packed"][key] == summ["tree"][key], key
+    # where exact packing is not verified, the strategy is listed as not available instead of failing the run
+    from explainer.answerers.hf import prefix_cache as pc
+
+    monkeypatch.setattr(pc, "EXACT_PACKING", ("llava",))
+    code = main(["bench", "--arch", "qwen2_vl", "--models-dir", str(tmp_path / "m"), "--images", "1",
+                 "--strategies", "tree,tree-packed", "--markdown"])
+    assert code == 0
+    md = capsys.readouterr().out
+    assert "| tree-packed |" not in md and "tree-packed not available here (ValueError: packing 'exact' refused" in md
+
+
+def test_bench_throughput_with_exact_packing(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path / "m"), "--batch-images",
+                 "2", "--images", "2", "--growth", "", "--packing", "exact", "--out-dir", str(out), "--markdown"])
+    assert code == 0
+    assert "packing exact" in capsys.readouterr().out
+    assert json.loads((out / "throughput.json").read_text())["settings"]["packing"] == "exact"

@@ -156,6 +156,29 @@ def test_full_walk_of_the_default_tree_on_each_architecture(tmp_path_factory, ar
     assert record["counts"]["forward_passes"] < record["counts"]["yes_no"] + record["counts"]["choices"] + 1
 
 
+def test_exact_packing_gives_the_row_path_records(tmp_path, tiny_models, capsys):
+    """--packing exact (EXPLAIN_PACKING, config) through the whole command: the records of --packing rows."""
+    vlm, det = tiny_models
+    folder = tmp_path / "in"
+    _images(folder, 2)
+    runs = {}
+    for packing in ("rows", "exact"):
+        out = tmp_path / packing
+        assert main(_cmd(folder, vlm, det, out, "--packing", packing, "--batch-images", "2")) == 0
+        runs[packing] = {r["index"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert sorted(runs["exact"]) == [1, 2]
+    for index, rows in runs["rows"].items():
+        packed = runs["exact"][index]
+        assert [(q["node_id"], q["answer"]) for q in packed["questions"]] == [(q["node_id"], q["answer"]) for q in rows["questions"]]
+        # bfloat16 here (the CPU default where it is native); float32 agrees within 1e-4 (tests/vlm/test_packing.py)
+        assert [q["p_yes"] for q in packed["questions"]] == pytest.approx([q["p_yes"] for q in rows["questions"]], abs=5e-2)
+        assert packed["counts"]["tokens"] == rows["counts"]["tokens"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # argparse's own check of the choices
+        main(_cmd(folder, vlm, det, tmp_path / "bad", "--packing", "tight"))
+    assert exc.value.code == 2 and "--packing: invalid choice: 'tight'" in capsys.readouterr().err
+
+
 def test_batch_images_gives_the_same_results_as_one_at_a_time(tmp_path, tiny_models, capsys):
     """--batch-images 3 walks three images together (continuous batching); every record is the one-image record."""
     vlm, det = tiny_models

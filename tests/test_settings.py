@@ -26,6 +26,7 @@ def _args(**given):
     ("strategy: direkt\n", "strategy: must be one of tree, direct, not 'direkt' (did you mean 'direct'?)"),
     ("vlm:\n  id: x\n", "vlm: must be a string (a Hugging Face id or a folder), not a mapping"),
     ("quantize: 4\n", "quantize: must be one of 4bit, 8bit, not an integer 4"),
+    ("packing: tight\n", "packing: must be one of rows, exact, not 'tight'"),
     ("clas: cat\n", "unknown setting 'clas' (did you mean 'class'?)"),
     ("1: x\n", "unknown setting 1"),
     ("device: [\n", "cannot read config"),
@@ -57,3 +58,17 @@ def test_command_line_values_are_checked_too():
         settings.resolve(_args(batch_size=0), {})
     with pytest.raises(UsageError, match="EXPLAIN_MAX_STEPS: must be an integer"):
         settings.resolve(_args(), {"EXPLAIN_MAX_STEPS": "1e3"})
+
+
+def test_packing_from_the_environment_and_the_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("packing: exact\n")
+    args = _args()
+    settings.resolve(args, {"EXPLAIN_CONFIG": str(config)})
+    assert args.packing == "exact"
+    args = _args()
+    settings.resolve(args, {"EXPLAIN_CONFIG": str(config), "EXPLAIN_PACKING": "rows"})
+    assert args.packing == "rows"
+    args = _args()
+    settings.resolve(args, {})
+    assert args.packing == "rows"  # the default

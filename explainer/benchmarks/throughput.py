@@ -149,7 +149,8 @@ def measure_point(runner: TreeRunner, items: list, k: int, device: str) -> Throu
 def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCHES, images: Sequence[int] = (16,),
                    device: str = "cpu", dtype: Any = None, quantize: str | None = None, seed: int = 0,
                    rows_per_image: int = 8, growth: Sequence[int] = (), growth_dir: str | None = None,
-                   growth_samples: int = 400, growth_timed: int = 0, on_progress=lambda msg: None) -> ThroughputReport:
+                   growth_samples: int = 400, growth_timed: int = 0, packing: str = "rows",
+                   on_progress=lambda msg: None) -> ThroughputReport:
     """The grid (every K for every image count) on one loaded model; then the cost-growth rows, if asked."""
     from detectors import DetectorStage
     from explainer.answerers.hf import load_vlm
@@ -160,7 +161,7 @@ def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCH
     from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX
 
     tree = compile_tree(default_tree_path())
-    vlm = load_vlm(vlm_path, device=device, dtype=dtype, quantize=quantize, mode="cached")
+    vlm = load_vlm(vlm_path, device=device, dtype=dtype, quantize=quantize, mode="cached", packing=packing)
     vlm.max_images = max(vlm.max_images, max(batch_images))
     # one forward may carry every ready question of K images (a round is 1-8 questions per image)
     vlm.max_batch = max(vlm.max_batch, rows_per_image * max(batch_images))
@@ -182,7 +183,8 @@ def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCH
                "parameters": sum(p.numel() for p in vlm.model.parameters()),
                "dtype": str(next(vlm.model.parameters()).dtype).replace("torch.", ""), "quantize": quantize},
         settings={"batch_images": list(batch_images), "images": list(images), "seed": seed, "oracle": True,
-                  "p_artifact": default_p(situations(tree)), "tree": tree.name},
+                  "p_artifact": default_p(situations(tree)), "tree": tree.name,
+                  "packing": packing},
         detector_seconds=det_seconds)
     on_progress("warm-up: one image")
     list(runner.run_many(items[:1], batch_images=1))  # first-call allocations are not anyone's cost

@@ -112,7 +112,8 @@ def cmd_throughput(args: argparse.Namespace) -> int:
     report = run_throughput(path, batch_images=batches, images=counts, device=args.device, dtype=args.dtype,
                             quantize=args.quantize, seed=args.seed, growth=sizes,
                             growth_dir=str(Path(args.out_dir or args.models_dir) / "generated-trees"),
-                            growth_samples=args.growth_samples, growth_timed=args.growth_timed, on_progress=progress)
+                            growth_samples=args.growth_samples, growth_timed=args.growth_timed, packing=args.packing,
+                            on_progress=progress)
     tables = [throughput_table(report)] + ([growth_table(report)] if report.growth else [])
     console = Console(highlight=False)
     for table in tables:
@@ -141,6 +142,7 @@ def throughput_table(report) -> Table:
                  "model s / image", "outside the model", "peak RSS MiB"] + (["peak GPU MiB"] if gpu else []),
         footer=(f"{m['model_type']}, {m['parameters'] / 1e6:.1f}M parameters, {m['dtype']}"
                 + (f" ({m['quantize']})" if m.get("quantize") else "")
+                + f"; packing {report.settings.get('packing', 'rows')}"
                 + f"; {report.machine['device']}, {report.machine['cpu_threads']} threads, torch "
                 f"{report.machine['torch']}, transformers {report.machine['transformers']}; oracle-opened branches "
                 f"(p = {report.settings['p_artifact']:.3f}); detector stage (not in the table) "
@@ -190,6 +192,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the device's")
     t.add_argument("--quantize", choices=("4bit", "8bit"), help="bitsandbytes (CUDA only)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--packing", choices=("rows", "exact"), default="rows",
+                   help="how a round's yes/no questions are laid out (see explain --packing); run both to compare")
     t.add_argument("--growth", default="70,140,280",
                    help="catalogue sizes for the cost-growth table (generated trees); empty to skip")
     t.add_argument("--growth-samples", type=int, default=400, help="oracle walks per catalogue size")
@@ -201,7 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("strategies", help="tree vs direct prompting, naive vs cached, per image")
     _model_options(p)
-    p.add_argument("--strategies", help="comma-separated: direct-naive, direct-cached, tree-naive, tree, decision-pipeline, "
+    p.add_argument("--strategies", help="comma-separated: direct-naive, direct-cached, tree-naive, tree, tree-packed, decision-pipeline, "
                                         "direct-decision-pipeline, direct-packed, tree-server "
                                         "(default: all but direct-decision-pipeline)")
     g = p.add_argument_group("tree-server: the tree through an OpenAI-compatible server (vLLM, SGLang, llama.cpp)")

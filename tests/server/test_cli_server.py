@@ -104,3 +104,9 @@ def test_server_down_exit_2(capsys):
                  "--vlm-retries", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot reach the VLM server" in err and len(err.strip().splitlines()) == 1
+
+
+def test_exact_packing_is_refused_with_a_server(capsys):
+    code, records, err = run(capsys, "--vlm-server", "http://127.0.0.1:9/v1", "--vlm", "tiny", "--packing", "exact")
+    assert code == 2 and not records
+    assert "--packing exact lays out an in-process VLM's questions" in err
