@@ -6,7 +6,7 @@
 #
 # Models are built from their public configs with random weights (nothing is downloaded):
 # SmolVLM-256M and Qwen2-VL-2B in bfloat16, and Qwen2-VL-2B in 4-bit (bitsandbytes NF4).
-# Per model: strategies tree, tree-naive, direct-cached, decision-pipeline on 8 images and
+# Per model: strategies tree, tree-packed, tree-naive, direct-cached, decision-pipeline on 8 images and
 # direct-naive on 1 image (it is slow), then throughput at --batch-images 1..64 on 64 images.
 # Every clock read is preceded by torch.cuda.synchronize() (explainer/bench.py, explainer/benchmarks/).
 # Writes JSON and Markdown per run into OUT_DIR, and summary.md with every table.
@@ -36,7 +36,7 @@ run() {  # name, then explain bench arguments; Markdown to OUT/name.md, JSON bes
 
 for arch in "${ARCHS[@]}"; do
   run "strategies-$arch-$DTYPE" strategies --arch "$arch" --dtype "$DTYPE" --images "$IMAGES" \
-      --strategies tree,tree-naive,direct-cached,decision-pipeline --json-out "$OUT/strategies-$arch-$DTYPE.json"
+      --strategies tree,tree-packed,tree-naive,direct-cached,decision-pipeline --json-out "$OUT/strategies-$arch-$DTYPE.json"
   run "direct-naive-$arch-$DTYPE" strategies --arch "$arch" --dtype "$DTYPE" --images "$NAIVE_IMAGES" \
       --strategies direct-naive,tree --json-out "$OUT/direct-naive-$arch-$DTYPE.json"
   run "throughput-$arch-$DTYPE" throughput --arch "$arch" --dtype "$DTYPE" --images "$TP_IMAGES" \
