@@ -137,3 +137,18 @@ def test_packing_is_refused_where_not_verified(loaded, tiny_paths, monkeypatch):
         load_vlm(tiny_paths["llava"], device="cpu", dtype="float32", packing="exact")
     monkeypatch.undo()
     assert load_vlm(tiny_paths["llava"], device="cpu", dtype="float32", packing="exact").packing == "exact"
+
+
+def test_packing_is_exact_with_eager_attention_too(tiny_paths, make_image):
+    """sdpa is the default; eager attention takes the same additive 4D mask (a fresh model: the shared one stays sdpa)."""
+    from explainer.answerers.hf import load_vlm
+
+    base = load_vlm(tiny_paths["llava"], device="cpu", dtype="float32")
+    base.model.set_attn_implementation("eager")
+    assert pc.packing_support(base.model) == (True, "")
+    rows = VLMAnswerer(base.model, base.processor)
+    packed = VLMAnswerer(base.model, base.processor, packing="exact")
+    for a in (rows, packed):
+        a.begin_image(ImageContext(image=make_image(6)))
+    qs = [YesNoQuery(str(i), q) for i, q in enumerate(QUESTIONS)]
+    assert [a.p_yes for a in packed.yes_no(qs)] == pytest.approx([a.p_yes for a in rows.yes_no(qs)], abs=TOL)
