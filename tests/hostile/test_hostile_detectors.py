@@ -20,46 +20,6 @@ from safetensors.torch import save_file
 MEM_MB = 4096 + 1536
 
 
-if not (Path(__file__).parent / "conftest.py").is_file():
-    # tests/hostile/conftest.py provides ``run_cli``; until it is there, the same contract in a few lines.
-    import os
-    import resource
-    import subprocess
-    import sys
-    from dataclasses import dataclass
-
-    @dataclass
-    class _Result:
-        returncode: int
-        stdout: str
-        stderr: str
-
-        def assert_one_line_error(self, code: int, *fragments: str) -> str:
-            assert self.returncode == code, self
-            assert "Traceback" not in self.stderr, self
-            lines = [ln for ln in self.stderr.splitlines() if ln.startswith("explain") and "error:" in ln]
-            assert lines, self
-            for fragment in fragments:
-                assert fragment in lines[-1], (fragment, lines[-1])
-            return lines[-1]
-
-    @pytest.fixture
-    def run_cli():
-        root = Path(__file__).resolve().parents[2]
-
-        def run(args, mem_limit_mb=MEM_MB, timeout=60):
-            def limit():
-                resource.setrlimit(resource.RLIMIT_AS, (mem_limit_mb * 2**20,) * 2)
-
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EXPLAIN_")}
-            env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", COLUMNS="200")
-            p = subprocess.run([sys.executable, "-m", "explainer.cli", *map(str, args)], capture_output=True, text=True,
-                               timeout=timeout, env=env, preexec_fn=limit, stdin=subprocess.DEVNULL)
-            return _Result(p.returncode, p.stdout, p.stderr)
-
-        return run
-
-
 def _tiny_dataset(root, n=6):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

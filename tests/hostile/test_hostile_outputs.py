@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 from PIL import Image
@@ -31,35 +30,42 @@ def _dead_pid() -> int:
     return p.pid
 
 
+# Where each run of the kill test is killed: it stops itself (SIGSTOP) at the N-th call of a function, is
+# killed there with SIGKILL, and the next run resumes. (stop point, records on disk at the kill)
+KILL_POINTS = [
+    (("explainer.outputs.results:append_line_durably", 1, "after"), 1),  # the first record just written
+    (("explainer.outputs.results:append_line_durably", 4, "after"), 5),  # resumed: 4 more
+    (("explainer.outputs.results:atomic_write_text", 2, "before"), 10),  # every record; task1.json written, task2.json not
+]
+
+
 def test_kill_9_at_several_points_keeps_every_earlier_record_byte_for_byte(run_cli, start_cli, tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     _images(folder, 10)
     args = [folder, "--no-vlm", "--out", out, "--batch-size", "1", "--resume"]
     results = out / "results.jsonl"
     kept = b""
-    for point in (1, 5, 10):  # kill once this many records are on disk (10: while the task files are written)
-        proc = start_cli(args)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and results.read_bytes().count(b"\n") >= point:
-                break
-            time.sleep(0.02)
+    for stop, on_disk in KILL_POINTS:
+        proc = start_cli(args, stop=stop)
+        assert proc.wait_stopped(180), f"the run ended before reaching {stop}: {proc.result()}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
         data = results.read_bytes()
-        assert data.startswith(kept), f"a record written before the kill at {point} changed"
-        kept = data[: data.rfind(b"\n") + 1]
+        assert data.startswith(kept), f"a record written before the kill at {stop} changed"
+        assert data.count(b"\n") == on_disk and data.endswith(b"\n"), (stop, data)
+        kept = data
         killed = proc.pid
-    left_lock = (out / ".explain.lock").exists()  # a run killed while running leaves its pid behind
+    assert (out / "task1.json").is_file() and not (out / "task2.json").exists()  # killed between the two
+    assert (out / ".explain.lock").exists()  # a run killed while running leaves its pid behind
     final = run_cli(args, timeout=180)
     assert final.returncode == 0, final
-    assert results.read_bytes().startswith(kept)
+    assert results.read_bytes() == kept  # nothing left to do: nothing appended, nothing rewritten
     records = _records(results)
     assert sorted(r["index"] for r in records) == list(range(1, 11))  # each image exactly once
     assert all(r["error"] is None for r in records)
     assert json.loads((out / "task2.json").read_text()) is not None
-    if left_lock:
-        assert f"took over the lock left by an earlier run (pid {killed}, no longer running)" in final.stderr, final
+    assert f"took over the lock left by an earlier run (pid {killed}, no longer running)" in final.stderr, final
     assert not (out / ".explain.lock").exists()  # a finished run leaves no lock behind
 
 

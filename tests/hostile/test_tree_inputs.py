@@ -7,9 +7,6 @@ traceback, never the content of a file explain refused to read, and no hang.
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,34 +16,32 @@ MEM_LIMIT_MB = 4096 + 1024  # importing torch maps ~3.2 GB of address space; a t
 TIMEOUT_S = 120
 
 
-def explain(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    def limit() -> None:
-        cap = MEM_LIMIT_MB * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "explainer.cli", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT_S, preexec_fn=limit, env=env, cwd=cwd or ROOT)
-
-
-def assert_refused(r: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
+def assert_refused(r, *fragments: str) -> str:
+    assert r.returncode == 2, r
+    assert "Traceback" not in r.stderr, r
     for fragment in fragments:
-        assert fragment in r.stderr, (fragment, r.stderr)
+        assert fragment in r.stderr, (fragment, r)
     return r.stderr
+
+
+@pytest.fixture
+def explain(run_cli):
+    """``explain(*args, cwd=None)``: the command line under this file's memory limit and timeout."""
+    def run(*args: str, cwd: Path | None = None):
+        return run_cli(list(args), mem_limit_mb=MEM_LIMIT_MB, timeout=TIMEOUT_S, cwd=cwd or ROOT)
+    return run
 
 
 TREE = "tree: t\nstart: q\nnodes:\n  q:\n    ask: Odd?\n    artifact: Texture repetition patterns\n"
 
 
-def test_fifo_as_tree_is_refused_without_hanging(tmp_path):
+def test_fifo_as_tree_is_refused_without_hanging(explain, tmp_path):
     fifo = tmp_path / "tree.yaml"
     os.mkfifo(fifo)
     assert_refused(explain("tree", "validate", str(fifo)), "not a regular file")
 
 
-def test_dev_zero_as_tree_and_as_catalogue(tmp_path):
+def test_dev_zero_as_tree_and_as_catalogue(explain, tmp_path):
     assert_refused(explain("tree", "validate", "/dev/zero"), "not a regular file")
     (tmp_path / "zero.yaml").symlink_to("/dev/zero")
     tree = tmp_path / "t.yaml"
@@ -55,14 +50,14 @@ def test_dev_zero_as_tree_and_as_catalogue(tmp_path):
     assert_refused(explain("tree", "validate", str(tree)), f"{tree}:1: catalogue:", "outside the tree's folder")
 
 
-def test_fifo_as_catalogue(tmp_path):
+def test_fifo_as_catalogue(explain, tmp_path):
     os.mkfifo(tmp_path / "cat.yaml")
     tree = tmp_path / "t.yaml"
     tree.write_text("catalogue: cat.yaml\n" + TREE)
     assert_refused(explain("tree", "validate", str(tree)), "not a regular file")
 
 
-def test_alias_bomb_stays_within_memory(tmp_path):
+def test_alias_bomb_stays_within_memory(explain, tmp_path):
     rows = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     rows += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
     tree = tmp_path / "bomb.yaml"
@@ -70,7 +65,7 @@ def test_alias_bomb_stays_within_memory(tmp_path):
     assert_refused(explain("tree", "validate", str(tree)), "alias bomb")
 
 
-def test_include_and_catalogue_outside_the_folder_never_echo_the_file(tmp_path):
+def test_include_and_catalogue_outside_the_folder_never_echo_the_file(explain, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("password: TOP-SECRET-VALUE\n")
     (tmp_path / "trees").mkdir()
@@ -81,7 +76,7 @@ def test_include_and_catalogue_outside_the_folder_never_echo_the_file(tmp_path):
     assert "TOP-SECRET-VALUE" not in err and "root:" not in err
 
 
-def test_include_path_lets_a_named_folder_in(tmp_path):
+def test_include_path_lets_a_named_folder_in(explain, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "part.yaml").write_text("nodes:\n  r:\n    artifact: Texture repetition patterns\n")
@@ -103,7 +98,7 @@ TEMPLATE_BOMBS = [
 ]
 
 
-def test_template_bombs_and_file_access_refused_at_their_line(tmp_path):
+def test_template_bombs_and_file_access_refused_at_their_line(explain, tmp_path):
     # one tree, one subprocess: every node carries one bomb and each is reported at its own line
     rows = ["tree: t", "start: q", "nodes:", "  q:", "    all: [" + ", ".join(f"b{i}" for i in range(len(TEMPLATE_BOMBS))) + "]"]
     for i, (template, _) in enumerate(TEMPLATE_BOMBS):
@@ -117,14 +112,14 @@ def test_template_bombs_and_file_access_refused_at_their_line(tmp_path):
     assert "root:" not in err
 
 
-def test_python_tags_refused_on_mappings_and_scalars(tmp_path):
+def test_python_tags_refused_on_mappings_and_scalars(explain, tmp_path):
     tree = tmp_path / "t.yaml"
     tree.write_text("tree: t\nstart: q\nnodes:\n  q: !!python/object/apply:os.system\n    ask: Odd?\n"
                     "    artifact: Texture repetition patterns\n")
     assert_refused(explain("tree", "validate", str(tree)), f"{tree}:4: nodes.q:", "!!python/object/apply:os.system is refused")
 
 
-def test_malformed_catalogue_is_one_line(tmp_path):
+def test_malformed_catalogue_is_one_line(explain, tmp_path):
     (tmp_path / "cat.yaml").write_text("- name: A\n  description: [unclosed\n")
     tree = tmp_path / "t.yaml"
     tree.write_text("catalogue: cat.yaml\n" + TREE)
@@ -132,7 +127,7 @@ def test_malformed_catalogue_is_one_line(tmp_path):
     assert len([line for line in err.splitlines() if line.strip()]) == 2  # the problem and the count
 
 
-def test_explain_refuses_a_hostile_tree_before_loading_models(tmp_path):
+def test_explain_refuses_a_hostile_tree_before_loading_models(explain, tmp_path):
     tree = tmp_path / "t.yaml"
     tree.write_text("include: [/etc/passwd]\n" + TREE)
     image = ROOT / "examples"
