@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -104,6 +105,9 @@ class _ForkServer:
         self._exits: dict[int, dict] = {}
         self._next_id = 0
         ready = self._read(time.monotonic() + SERVER_START_TIMEOUT_S)
+        if ready and "error" in ready:  # it will not fork (a library started a thread): say so, run cases fresh
+            self.close()
+            raise _CannotFork(ready["error"])
         if not ready or not ready.get("ready"):
             self._fail(f"the hostile fork server did not start: {ready}")
         self.vm_size_mb = ready["vm_size_mb"]
@@ -159,13 +163,22 @@ class _ForkServer:
         self._log.close()
 
 
+class _CannotFork(RuntimeError):
+    pass
+
+
 _SERVER: _ForkServer | None = None
 
 
-def _server() -> _ForkServer:
-    global _SERVER
-    if _SERVER is None:
-        _SERVER = _ForkServer()
+def _server() -> _ForkServer | None:
+    """The session's fork server, started on first use; None (and every case in a fresh Python) if it cannot fork."""
+    global _SERVER, MODE
+    if _SERVER is None and MODE != "subprocess":
+        try:
+            _SERVER = _ForkServer()
+        except _CannotFork as exc:
+            warnings.warn(f"hostile cases run in fresh processes (slow): {exc}")
+            MODE = "subprocess"
     return _SERVER
 
 
@@ -186,8 +199,7 @@ class CliProcess:
         request = {"argv": self.args, "cwd": str(cwd or os.getcwd()), "env": cli_env(env), "mem_limit_mb": mem_limit_mb,
                    "stdin": stdin_path, "stdout": self._out, "stderr": self._err, "stop": list(stop) if stop else None,
                    "rusage": os.path.join(self._dir, "rusage")}
-        if MODE != "subprocess":
-            _server()  # started (once) before the clock: its imports are not this case's time
+        _server()  # started (once) before the clock: its imports are not this case's time
         self.t0 = time.monotonic()
         self.returncode: int | None = None
         self._usage = (float("nan"), float("nan"))
