@@ -284,6 +284,7 @@ def run_bench(vlm_path: str, *, strategies: Sequence[str] = DEFAULT_STRATEGIES, 
     through; the caller closes it. Without one, tree-server is listed as not available.
     """
     _check_strategies(strategies)
+    strategies = list(dict.fromkeys(strategies))  # a strategy named twice runs once
     from detectors import DetectorStage
     from explainer.answerers.base import AnswererError
     from explainer.answerers.hf import load_vlm

@@ -16,9 +16,10 @@ from explainer.cli import main
 def test_bench_json_and_markdown(tmp_path, capsys):
     out = tmp_path / "b.json"
     code = main(["bench", "--arch", "idefics3", "--models-dir", str(tmp_path / "m"), "--images", "2",
-                 "--strategies", "tree,direct-cached", "--json-out", str(out), "--markdown"])
+                 "--strategies", "tree,direct-cached,tree", "--json-out", str(out), "--markdown"])
     assert code == 0
     md = capsys.readouterr().out
+    assert md.count("| tree |") == 1  # named twice, run once
     assert md.startswith("| strategy | median s / image |") and "| tree |" in md and "| direct-cached |" in md
     blob = json.loads(out.read_text())
     assert {"torch", "transformers", "device", "cpu_threads"} <= set(blob["machine"])

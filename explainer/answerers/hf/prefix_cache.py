@@ -44,9 +44,10 @@ NOT_EXACT = {
 
 
 # model_type → exact packing (several questions in one sequence after the prefix, a 4D mask keeping them apart)
-# verified against the row path by tests/vlm/test_packing.py. Only attention implementations that take an
+# verified against the row path by tests/vlm/test_packing.py (SmolVLM / SmolVLM-256M are model type idefics3;
+# "smolvlm", SmolVLM2's type, has no test model here, so it is not listed). Only attention implementations that take an
 # arbitrary additive 4D mask can run it (flash-attention takes none; flex wants a BlockMask).
-EXACT_PACKING = ("llava", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl")
+EXACT_PACKING = ("llava", "idefics3", "qwen2_vl", "qwen2_5_vl")
 PACKING_ATTENTION = ("sdpa", "eager")
 
 
