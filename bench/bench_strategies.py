@@ -19,7 +19,17 @@ def tiny_path(tmp_path_factory):
     return str(build_tiny_vlm("idefics3", tmp_path_factory.mktemp("bench-tiny")))
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+# tree-server needs a server: it runs against the scripted HTTP server in tests/server/test_bench_server.py
+# and against vLLM in `BENCH=1 scripts/test-vllm.sh`; here it must say it is not available.
+IN_PROCESS = [s for s in STRATEGIES if STRATEGIES[s][1] != "server"]
+
+
+def test_tree_server_without_a_server_is_not_available(tiny_path):
+    report = run_bench(tiny_path, strategies=["tree-server"], n_images=1)
+    assert report.summaries == [] and "--vlm-server" in report.settings["unavailable"]["tree-server"]
+
+
+@pytest.mark.parametrize("strategy", IN_PROCESS)
 def test_strategy_smoke(benchmark, tiny_path, strategy):
     benchmark.group = "strategies-tiny"
     report = benchmark.pedantic(run_bench, args=(tiny_path,), kwargs=dict(strategies=[strategy], n_images=1),
@@ -31,8 +41,8 @@ def test_strategy_smoke(benchmark, tiny_path, strategy):
     else:
         assert 2 <= s.yes_no <= 40 and 2 <= s.rounds <= 6
     assert not report.settings["unavailable"]
-    if mode == "cached":
-        assert s.forward_passes < s.yes_no + s.choices  # batched over the cached prefix
+    if mode in ("cached", "cached-exact"):
+        assert s.forward_passes < s.yes_no + s.choices  # batched (or packed) over the cached prefix
         assert s.encode_seconds > 0
     elif mode == "packed":
         assert s.forward_passes == 1  # the 70 questions in one sequence
@@ -44,7 +54,7 @@ def test_strategy_smoke(benchmark, tiny_path, strategy):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("strategy", IN_PROCESS)
 def test_strategy_smolvlm_256m(benchmark, tmp_path_factory, strategy):
     from explainer.testing import build_smolvlm_256m
 
