@@ -97,15 +97,10 @@ class Pipeline:
     """Loads every stage once; :meth:`explain` runs a batch of loaded images."""
 
     def __init__(self, options: PipelineOptions, answerer: Answerer | None = None, vlm_note: str | None = None,
-                 tree: CompiledTree | None = None) -> None:
+                 tree: CompiledTree | None = None, stages: tuple[Any, Any] | None = None) -> None:
         self.options = options
         self.tree = tree or compile_tree(tree_path_for(options), include_paths=options.include_paths)
-        from detectors import DetectorStage
-        from masks import MaskPredictor
-
-        device = "cuda" if options.device in ("auto", "cuda") and _cuda() else "cpu"
-        self.detector = DetectorStage.from_paths(sr=options.sr, classifier=options.detector, device=device)
-        self.masker = MaskPredictor.from_checkpoint(options.mask, device=device)
+        self.detector, self.masker = stages or load_stages(options)
         self.answerer = answerer
         self.vlm_note = vlm_note
         self.calibration = None
@@ -121,6 +116,9 @@ class Pipeline:
     def load(cls, options: PipelineOptions, on_note: Callable[[str], None] = lambda s: None) -> "Pipeline":
         """Load every stage. An explicit --vlm that fails is a usage error; the default model may be missing."""
         tree = check_tree_inputs(options)
+        # detector, super-resolution and mask files before the VLM: a bad checkpoint is refused in seconds,
+        # not after minutes of loading a VLM
+        stages = load_stages(options)
         answerer, note = None, None
         if not options.use_vlm:
             note = "VLM questions skipped: --no-vlm was given"
@@ -147,7 +145,7 @@ class Pipeline:
                 note = f"VLM questions skipped: {exc}"
         if note:
             on_note(note)
-        return cls(options, answerer, note, tree)
+        return cls(options, answerer, note, tree, stages)
 
     @property
     def batch_images(self) -> int:
@@ -319,6 +317,16 @@ def question_records(walk: WalkResult) -> list[dict[str, Any]]:
             out.append({"round": e.round, "node_id": e.node_id, "kind": "probe", "prompt": f"{e.probe} on the {e.region}",
                         "answer": e.answer, "p_yes": None, "value": e.value, "note": e.note})
     return out
+
+
+def load_stages(options: PipelineOptions) -> tuple[Any, Any]:
+    """(detector stage, mask predictor) from --detector/--sr/--mask: every file checked against its caps as it loads."""
+    from detectors import DetectorStage
+    from masks import MaskPredictor
+
+    device = "cuda" if options.device in ("auto", "cuda") and _cuda() else "cpu"
+    detector = DetectorStage.from_paths(sr=options.sr, classifier=options.detector, device=device)
+    return detector, MaskPredictor.from_checkpoint(options.mask, device=device)
 
 
 def check_tree_inputs(options: PipelineOptions) -> CompiledTree:

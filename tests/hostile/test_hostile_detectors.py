@@ -110,6 +110,22 @@ def test_detector_json_is_validated_before_anything_is_built(run_cli, tmp_path, 
     r.assert_one_line_error(2, "detector.json", *fragments)
 
 
+def test_detector_and_sr_files_are_checked_before_the_vlm_loads(run_cli, tmp_path):
+    # with a VLM that cannot load, the bad detector or SR file must be the error: it was checked first
+    # (a real VLM takes minutes to load; a bad checkpoint found after that wastes them)
+    d = _detector_dir(tmp_path, lr_size=10**9)
+    sr = tmp_path / "evil.safetensors"
+    save_file(SR_CASES[0][0], str(sr))
+    img = tmp_path / "1.png"
+    Image.new("RGB", (32, 32)).save(img)
+    vlm = tmp_path / "no-such-vlm"
+    r = run_cli([str(img), "--vlm", vlm, "--detector", str(d)], mem_limit_mb=MEM_MB, timeout=120)
+    r.assert_one_line_error(2, "detector.json", "lr_size = 1000000000")
+    r = run_cli([str(img), "--vlm", vlm, "--sr", str(sr)], mem_limit_mb=MEM_MB, timeout=120)
+    r.assert_one_line_error(2, str(sr), "MAX_RRDB_BLOCKS")
+    assert "no-such-vlm" not in r.stderr
+
+
 def test_backbone_option_accepts_timm_names_only(run_cli, tmp_path):
     data = _tiny_dataset(tmp_path / "data")
     for bad in ("local-dir:/etc",):

@@ -57,6 +57,9 @@ def test_huge_width_in_a_mask_checkpoint_is_refused_before_allocating(run_cli, c
     _edit(checkpoint / "best.json", **{"model.ngf": 2**40})  # seen in the wild: a 164 TB allocation
     r = run_cli([image, "--no-vlm", "--mask", checkpoint], mem_limit_mb=4096, timeout=120)
     r.assert_one_line_error(2, str(checkpoint / "best.json"), "model: ngf is 1,099,511,627,776, over the cap of 1,024")
+    # and before a VLM loads (one that cannot, here: its error would come first otherwise)
+    r = run_cli([image, "--vlm", tmp_path / "no-such-vlm", "--mask", checkpoint], mem_limit_mb=4096, timeout=120)
+    r.assert_one_line_error(2, str(checkpoint / "best.json"), "over the cap of 1,024")
 
 
 @pytest.mark.parametrize("changes, fragment", [
