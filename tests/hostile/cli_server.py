@@ -142,6 +142,9 @@ def _run_case_and_exit(req: dict, rusage_path: str | None = None) -> None:
 
 
 def main() -> None:
+    import torch  # noqa: F401  (first, alone: what a fresh `explain` maps at least)
+
+    torch_vm_mb = _vm_size_mb()
     for name in PRELOAD:
         importlib.import_module(name)
     threads = threading.active_count()
@@ -149,7 +152,7 @@ def main() -> None:
     if threads != 1 or tasks != 1:
         _send({"error": f"refusing to fork with {threads} Python thread(s), {tasks} OS thread(s) after the imports"})
         return
-    _send({"ready": True, "vm_size_mb": _vm_size_mb(), "pid": os.getpid()})
+    _send({"ready": True, "vm_size_mb": _vm_size_mb(), "torch_vm_size_mb": torch_vm_mb, "pid": os.getpid()})
     sel = selectors.DefaultSelector()
     sel.register(0, selectors.EVENT_READ, None)
     pidfds: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
