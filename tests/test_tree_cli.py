@@ -151,3 +151,27 @@ def test_schema_lists_every_probe():
     schema = json.loads((ROOT / "explainer" / "schema" / "question-tree.schema.json").read_text())
     probe = next(v for v in schema["$defs"]["node"]["oneOf"] if "probe" in v["properties"])
     assert probe["properties"]["probe"]["enum"] == list(PROBES)
+
+
+def test_walk_prints_tree_text_literally(tmp_path, capsys):
+    """A shared tree's prompts, artifacts and explanations may hold rich markup: printed as text, never a MarkupError."""
+    tree = tmp_path / "markup.yaml"
+    tree.write_text(
+        "tree: markup\n"
+        "catalogue:\n"
+        "  - name: Odd [/] seams\n"
+        "    description: seams [bold]where[/bold] [/] parts meet\n"
+        "start: gate\n"
+        "nodes:\n"
+        "  gate:\n"
+        "    ask: Is there a [/] seam or a [red]mark? Answer yes or no.\n"
+        "    if_yes: {at_least_one: [seam]}\n"
+        "  seam:\n"
+        "    ask: Is the [/] seam odd? Answer yes or no.\n"
+        "    artifact: Odd [/] seams\n")
+    answers = tmp_path / "answers.yaml"
+    answers.write_text(yaml.safe_dump({"answers": {"gate": True}}))
+    assert main(["tree", "walk", str(tree), "--answers", str(answers)]) == 0
+    out = capsys.readouterr().out
+    assert "Is there a [/] seam or a [red]mark?" in out
+    assert "inferred" in out and "Odd [/] seams" in out

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from explainer.outputs.tables import Table
 
 from explainer.errors import UsageError
@@ -108,17 +109,18 @@ def cmd_walk(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
+    # Node ids, prompts, artifact names and explanations come from a possibly shared tree:
+    # escaped, so `[/]` in a prompt prints as text instead of raising rich's MarkupError.
     for ev in result.events:
         if isinstance(ev, QuestionAnswered):
             detail = f"P(yes)={ev.p_yes:.2f}" if ev.p_yes is not None else ev.kind
-            _out.print(f"[dim]round {ev.round}[/] {ev.node_id}: {ev.prompt} → [bold]{ev.answer}[/] [dim]({detail})[/]")
+            _out.print(f"[dim]round {ev.round}[/] {escape(ev.node_id)}: {escape(ev.prompt)} → [bold]{escape(str(ev.answer))}[/] "
+                       f"[dim]({escape(detail)})[/]")
         elif isinstance(ev, AnswerInferred):
-            _out.print(f"[dim]round {ev.round}[/] {ev.node_id}: [bold]yes[/] [dim](inferred: {ev.reason})[/]")
+            _out.print(f"[dim]round {ev.round}[/] {escape(ev.node_id)}: [bold]yes[/] [dim](inferred: {escape(ev.reason)})[/]")
         elif isinstance(ev, FindingWithdrawn):
-            _out.print(f"[yellow]withdrawn[/] {ev.artifact} (answer '{ev.answer}')")
+            _out.print(f"[yellow]withdrawn[/] {escape(ev.artifact)} (answer '{escape(str(ev.answer))}')")
         elif isinstance(ev, RegionLocated):
-            from rich.markup import escape
-
             from explainer.engine.regions import describe
 
             info = {"locate": ev.locate, "located": ev.located, "used": ev.used, "box": ev.box}
@@ -129,7 +131,7 @@ def cmd_walk(args: argparse.Namespace) -> int:
     if result.findings:
         _out.print(f"[bold]Artifacts found ({len(result.findings)}):[/]")
         for f in result.findings:
-            _out.print(f"  • [green]{f.artifact}[/]: {f.explanation}")
+            _out.print(f"  • [green]{escape(f.artifact)}[/]: {escape(f.explanation)}")
     else:
         _out.print("[bold]No artifacts found.[/]")
     _out.print(f"[dim]{result.yes_no} yes/no questions, {result.choices} choices, {result.follow_ups} follow-ups, "
