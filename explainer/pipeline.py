@@ -22,11 +22,12 @@ from explainer.trees.compiler import CompiledTree, default_tree_path
 from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX  # one wording for `explain` and `tree walk`
 
 STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
-# Images walked together (--batch-images) when not given, per device. CPU 1: on the 2-core CPU this project
-# measured, plain batching cost 10-20% per image (compute-bound: batching adds padding and copies and has no idle
-# units to fill); GPU 16: a GPU is kept busy by many images' questions at once. `explain bench throughput` measures
-# images/s at every K; set these from its table (bench/gpu.sh for the GPU).
-DEFAULT_BATCH_IMAGES = {"cpu": 1, "cuda": 16}
+# Images walked together (--batch-images) when not given, per device. CPU 16: on this project's 2-core CPU
+# (`explain bench throughput --arch smolvlm-256m`, quiet, 2026-12-02) K = 2 to 8 were flat against K = 1 (0.96-0.98x)
+# and K = 16 gave 1.10x and 1.16x images/s in two runs: encoding 16 images in one batch is where the gain is; it
+# costs ~0.6 GB more peak RSS and the first record comes later (one image alone is unaffected). GPU 16: not yet
+# measured (bench/gpu.sh); a GPU is kept busy by many images' questions at once.
+DEFAULT_BATCH_IMAGES = {"cpu": 16, "cuda": 16}
 MAX_BATCH_IMAGES = 256
 
 

@@ -224,6 +224,7 @@ def plot_throughput(report: ThroughputReport, path) -> None:
     ax.set_ylabel("images / s")
     m = report.model
     ax.set_title(f"{m['model_type']} {m['parameters'] / 1e6:.1f}M {m['dtype']} on {report.machine['device']}", fontsize=9)
+    ax.set_ylim(bottom=0)  # from zero: a 10% gain should look like one
     ax.grid(True, alpha=0.3)
     ax.legend()
     import io
