@@ -36,3 +36,33 @@ def test_small_benchmark_writes_its_table_and_json(tmp_path):
     assert rows[0]["nodes"] >= 5_000 and rows[0]["seconds"] > 0
     assert json.loads((tmp_path / "trees.json").read_text())[0]["nodes"] == rows[0]["nodes"]
     assert f"| {rows[0]['nodes']:,} |" in (tmp_path / "trees.md").read_text()
+
+
+def test_compiling_leaves_the_collector_on_and_no_backlog_of_young_objects():
+    """The collector is paused while a tree loads; afterwards the loaded objects must not sit in the youngest
+    generation, where the next allocation would make the collector scan every one of them."""
+    import gc
+
+    from explainer.trees import compile_tree
+    from explainer.trees.compiler import default_tree_path
+
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    assert gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        compile_tree(default_tree_path())
+    finally:
+        gc.callbacks.remove(count)
+    assert gc.isenabled()
+    assert collections == []  # not even the one that re-enabling would start over the whole loaded tree
+    gc.disable()
+    try:
+        compile_tree(default_tree_path())
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
