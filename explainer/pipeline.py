@@ -22,12 +22,15 @@ from explainer.trees.compiler import CompiledTree, default_tree_path
 from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX  # one wording for `explain` and `tree walk`
 
 STRATEGY_TREES = {"tree": "cifake.yaml", "direct": "direct.yaml"}
-# Images walked together (--batch-images) when not given, per device. CPU 16: on this project's 2-core CPU
-# (`explain bench throughput --arch smolvlm-256m`, quiet, 2026-12-02) K = 2 to 8 were flat against K = 1 (0.96-0.98x)
-# and K = 16 gave 1.10x and 1.16x images/s in two runs: encoding 16 images in one batch is where the gain is; it
-# costs ~0.6 GB more peak RSS and the first record comes later (one image alone is unaffected). GPU 16: not yet
-# measured (bench/gpu.sh); a GPU is kept busy by many images' questions at once.
-DEFAULT_BATCH_IMAGES = {"cpu": 16, "cuda": 16}
+# Images walked together (--batch-images) when not given, per device. CPU 1, measured and chosen: on this
+# project's 2-core CPU (`explain bench throughput --arch smolvlm-256m`, quiet, 2026-12-02) K = 2 to 8 were flat
+# against K = 1 (0.96-0.98x) and K = 16 gave 1.10x and 1.16x images/s, but in bf16 (the CPU default dtype) an
+# image's P(yes) then depends on which images share its batch (padding and batched matmuls round differently:
+# 0.0014 on the tiny Idefics3 test model, 6 images, K = 3 and 6 against 1), so a record would change with the
+# folder around it, with --resume, or between --engine local and ray; it also costs ~0.6 GB and makes the
+# first record wait. A 10-16% gain does not pay for that by default: `--batch-images 16` opts in. GPU 16: not yet measured (bench/gpu.sh); there many images' questions at once
+# are what keeps the device busy.
+DEFAULT_BATCH_IMAGES = {"cpu": 1, "cuda": 16}
 MAX_BATCH_IMAGES = 256
 
 

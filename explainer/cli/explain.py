@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per detector batch (default 32)")
     p.add_argument("--batch-images", type=int, metavar="K",
                    help="images walked together: each round is one forward pass over the ready questions of K "
-                        "images (default 16 on a CPU and on a GPU; 1 gives the first record soonest; see `explain bench throughput`)")
+                        "images (default per device: 1 on a CPU, 16 on a GPU; see `explain bench throughput`)")
     p.add_argument("--packing", choices=("rows", "exact"),
                    help="how the VLM lays out a round's yes/no questions: rows (default: one padded row each) or "
                         "exact (an image's questions in one sequence after its prefix, a 4D mask keeping them "

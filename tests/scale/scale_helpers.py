@@ -28,6 +28,7 @@ def comparable(record: dict) -> dict:
     """A record without what differs between two honest runs of the same image: wall-clock times."""
     out = {k: v for k, v in record.items() if k not in TIMING_KEYS}
     out["questions"] = [{k: v for k, v in q.items() if k != "seconds"} for q in record.get("questions") or []]
+    out["rounds"] = [{k: v for k, v in r.items() if k != "seconds"} for r in record.get("rounds") or []]
     return out
 
 
