@@ -77,3 +77,17 @@ def test_cost_grows_like_the_depth(tmp_path):
     assert rows[2].ratio_to_smallest <= 1.65
     assert q[2] - q[1] <= 1.3 * (q[1] - q[0])
     assert rows[2].depth > rows[0].depth
+
+
+def test_growth_rows_carry_the_entropy_floor(tmp_path):
+    """The floor is the region choice plus sum H(p) over the region's artifacts; no tree averages fewer questions."""
+    from explainer.stats.tree_cost import entropy_bits
+
+    rows = run_growth(tmp_path, (70, 280), samples=200, seed=0)
+    per_region = [len(chunk) for chunk in (list(range(70))[i::len(REGIONS)] for i in range(len(REGIONS)))]
+    expected = 1 + sum(n * entropy_bits(ARTIFACTS_PER_IMAGE / n) for n in per_region) / len(REGIONS)
+    assert rows[0].floor == pytest.approx(expected)
+    assert rows[1].floor > rows[0].floor
+    assert rows[1].floor_ratio_to_smallest == pytest.approx(rows[1].floor / rows[0].floor)
+    for r in rows:
+        assert r.questions >= 0.97 * r.floor  # the bound holds (200 samples of sampling noise allowed)

@@ -115,8 +115,22 @@ class GrowthRow:
     questions: float  # per image: yes/no + the region choice
     rounds: float
     ratio_to_smallest: float = 1.0
+    # The fewest questions any tree could average here: the region choice plus the entropy of the artifact
+    # set (sum of H(p) over the region's artifacts), since a yes/no answer carries at most one bit.
+    floor: float = 0.0
+    floor_ratio_to_smallest: float = 1.0
     seconds: float | None = None  # per image with the model (None: counted with the oracle only)
     timed_images: int = 0
+
+
+def _floor(tree) -> float:
+    from explainer.stats.tree_cost import entropy_bits
+
+    bits = []
+    for region in REGIONS:
+        n = len(tree.leads_to((f"{region}_root",), {"region": region}))
+        bits.append(n * entropy_bits(ARTIFACTS_PER_IMAGE / n))
+    return 1 + statistics.fmean(bits)  # regions are sampled uniformly
 
 
 def _sample_truth(tree, rng: random.Random) -> tuple[str, set[str]]:
@@ -145,7 +159,7 @@ def run_growth(folder: str | Path, sizes: Sequence[int] = (70, 140, 280), sample
         depth = max(w.rounds for w in walks)
         row = GrowthRow(artifacts=n, depth=depth,
                         questions=statistics.fmean(w.yes_no + w.choices + w.follow_ups for w in walks),
-                        rounds=statistics.fmean(w.rounds for w in walks))
+                        rounds=statistics.fmean(w.rounds for w in walks), floor=_floor(tree))
         if vlm is not None and timed_images:
             rng = random.Random(seed)
             secs = []
@@ -159,4 +173,5 @@ def run_growth(folder: str | Path, sizes: Sequence[int] = (70, 140, 280), sample
         rows.append(row)
     for r in rows:
         r.ratio_to_smallest = r.questions / rows[0].questions
+        r.floor_ratio_to_smallest = r.floor / rows[0].floor
     return rows

@@ -163,12 +163,16 @@ def growth_table(report) -> Table:
     timed = any(g.seconds is not None for g in report.growth)
     table = Table(
         title="cost growth",
-        headers=["catalogue", "questions / image", "× smallest", "rounds (mean)", "rounds (max)"]
+        headers=["catalogue", "questions / image", "× smallest", "floor", "floor × smallest", "× floor",
+                 "rounds (mean)", "rounds (max)"]
         + (["s / image"] if timed else []),
         footer=(f"generated trees of the shipped tree's kind ({SHAPE}); 2.4 artifacts per image at every size; "
-                "questions counted with the oracle" + (", seconds with the model at K=1" if timed else "") + "."))
+                "questions counted with the oracle" + (", seconds with the model at K=1" if timed else "")
+                + "; floor: the fewest questions any tree could average (the region choice + the entropy of the "
+                  "artifact set in bits)."))
     for g in report.growth:
-        row = [g.artifacts, f"{g.questions:.2f}", f"{g.ratio_to_smallest:.2f}", f"{g.rounds:.2f}", g.depth]
+        row = [g.artifacts, f"{g.questions:.2f}", f"{g.ratio_to_smallest:.2f}", f"{g.floor:.2f}",
+               f"{g.floor_ratio_to_smallest:.2f}", f"{g.questions / g.floor:.2f}", f"{g.rounds:.2f}", g.depth]
         if timed:
             row.append("-" if g.seconds is None else f"{g.seconds:.3f}")
         table.add(*[str(c) for c in row])
