@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from explainer.errors import UsageError
-from explainer.safe_io import read_text_capped
+from explainer.safe_io import read_yaml_capped
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 MAX_RECIPE_BYTES = 64 * 1024
@@ -35,13 +33,7 @@ def load_recipe(name: str) -> dict[str, Any]:
     path = RECIPE_DIR / f"{name}.yaml" if name in recipe_names() else Path(name)
     if path.suffix not in (".yaml", ".yml"):
         raise UsageError(f"--recipe {name}: not a known recipe ({', '.join(recipe_names())}) or a .yaml file")
-    text = read_text_capped(path, MAX_RECIPE_BYTES, "recipe")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}{where}: not valid YAML") from None
+    data = read_yaml_capped(path, MAX_RECIPE_BYTES, "recipe")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a recipe is a mapping of option: value")
     for key, value in data.items():

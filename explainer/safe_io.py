@@ -15,7 +15,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from explainer.errors import UsageError
 
@@ -68,6 +68,23 @@ def read_text_capped(path: str | Path, max_bytes: int = MAX_TEXT_BYTES, what: st
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise UsageError(f"{path}:{line}:{column}: {what} is not valid UTF-8 (byte 0x{data[exc.start]:02x})") from None
+
+
+def safe_load_yaml(text: str, source: str | Path) -> Any:
+    """YAML text through the safe loader; a syntax error is one line naming the source, the line and the problem."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def read_yaml_capped(path: str | Path, max_bytes: int = MAX_TEXT_BYTES, what: str = "file") -> Any:
+    """A small YAML file (a recipe, say) read with :func:`read_text_capped` and :func:`safe_load_yaml`."""
+    return safe_load_yaml(read_text_capped(path, max_bytes, what), path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
