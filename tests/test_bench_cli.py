@@ -59,7 +59,7 @@ def test_bench_throughput_grid_plot_and_growth(tmp_path, capsys):
                  "--markdown"])
     assert code == 0
     md = capsys.readouterr().out
-    assert md.startswith("| --batch-images | images | images/s |") and "| catalogue | questions / image |" in md
+    assert md.startswith("| --batch-images | images | images/s |") and "| shape | catalogue | questions / image |" in md
     blob = json.loads((out / "throughput.json").read_text())
     points = {(p["batch_images"], p["images"]): p for p in blob["points"]}
     assert set(points) == {(1, 3), (2, 3)}
@@ -71,10 +71,14 @@ def test_bench_throughput_grid_plot_and_growth(tmp_path, capsys):
     assert points[(1, 3)]["questions"] == points[(2, 3)]["questions"]
     assert points[(1, 3)]["speedup"] == 1.0
     assert blob["best_batch_images"] in (1, 2)
-    growth = {g["artifacts"]: g for g in blob["growth"]}
-    assert set(growth) == {70, 280} and growth[70]["ratio_to_smallest"] == 1.0
-    # four times the catalogue, far less than four times the questions
-    assert 1.0 < growth[280]["ratio_to_smallest"] < 2.5
+    growth = {(g["shape"], g["artifacts"]): g for g in blob["growth"]}
+    assert set(growth) == {("wide", 70), ("wide", 280), ("cheapest", 70), ("cheapest", 280)}
+    for shape in ("wide", "cheapest"):
+        assert growth[shape, 70]["ratio_to_smallest"] == 1.0
+        # four times the catalogue, far less than four times the questions
+        assert 1.0 < growth[shape, 280]["ratio_to_smallest"] < 2.5
+    assert growth["cheapest", 280]["expected"] < growth["wide", 280]["expected"]
+    assert blob["settings"]["growth_shapes"] == ["wide", "cheapest"]
     assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | 3 |" in (out / "throughput.md").read_text()
 
@@ -84,6 +88,14 @@ def test_bench_throughput_refuses_bad_lists(tmp_path, capsys):
     assert "--batch-images: every value must be between 1 and 256" in capsys.readouterr().err
     assert main(["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path), "--images", "x"]) == 2
     assert "--images is a comma-separated list of integers" in capsys.readouterr().err
+    base = ["bench", "throughput", "--arch", "idefics3", "--models-dir", str(tmp_path)]
+    assert main(base + ["--growth-shapes", "wide,tall"]) == 2
+    assert "--growth-shapes: tall; choose from wide, cheapest" in capsys.readouterr().err
+    assert main(base + ["--growth-samples", "1"]) == 2
+    assert "--growth-samples must be at least 2" in capsys.readouterr().err
+    assert main(base + ["--growth", "2,70"]) == 2
+    assert "--growth: every value must be between 3 and 5000" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any model was built
 
 
 def test_bench_tree_packed_asks_what_tree_asks(tmp_path, capsys, monkeypatch):

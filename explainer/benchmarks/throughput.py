@@ -149,7 +149,8 @@ def measure_point(runner: TreeRunner, items: list, k: int, device: str) -> Throu
 def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCHES, images: Sequence[int] = (16,),
                    device: str = "cpu", dtype: Any = None, quantize: str | None = None, seed: int = 0,
                    rows_per_image: int = 8, growth: Sequence[int] = (), growth_dir: str | None = None,
-                   growth_samples: int = 400, growth_timed: int = 0, packing: str = "rows",
+                   growth_samples: int = 400, growth_timed: int = 0, growth_shapes: Sequence[str] = ("wide", "cheapest"),
+                   packing: str = "rows",
                    on_progress=lambda msg: None) -> ThroughputReport:
     """The grid (every K for every image count) on one loaded model; then the cost-growth rows, if asked."""
     from detectors import DetectorStage
@@ -184,7 +185,7 @@ def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCH
                "dtype": str(next(vlm.model.parameters()).dtype).replace("torch.", ""), "quantize": quantize},
         settings={"batch_images": list(batch_images), "images": list(images), "seed": seed, "oracle": True,
                   "p_artifact": default_p(situations(tree)), "tree": tree.name,
-                  "packing": packing},
+                  "packing": packing, "growth_samples": growth_samples, "growth_shapes": list(growth_shapes)},
         detector_seconds=det_seconds)
     on_progress("warm-up: one image")
     list(runner.run_many(items[:1], batch_images=1))  # first-call allocations are not anyone's cost
@@ -199,7 +200,7 @@ def run_throughput(vlm_path: str, *, batch_images: Sequence[int] = DEFAULT_BATCH
         from explainer.benchmarks.growth import run_growth
 
         report.growth = run_growth(growth_dir or "runs/generated-trees", growth, samples=growth_samples, seed=seed,
-                                   vlm=vlm, timed_images=growth_timed, on_progress=on_progress)
+                                   vlm=vlm, timed_images=growth_timed, on_progress=on_progress, shapes=growth_shapes)
     return report
 
 

@@ -100,19 +100,33 @@ def _int_list(text: str, what: str, low: int = 1, high: int = 4096) -> list[int]
     return sorted(set(values))
 
 
+def _shape_list(text: str) -> list[str]:
+    from explainer.benchmarks.growth import SHAPES
+
+    shapes = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    unknown = [v for v in shapes if v not in SHAPES]
+    if not shapes or unknown:
+        raise UsageError(f"--growth-shapes: {', '.join(unknown) or 'none given'}; choose from {', '.join(SHAPES)}")
+    return shapes
+
+
 def cmd_throughput(args: argparse.Namespace) -> int:
     from explainer.benchmarks.throughput import plot_throughput, run_throughput
     from explainer.safe_io import atomic_write_text
 
     batches = _int_list(args.batch_images, "--batch-images", 1, 256)
     counts = _int_list(args.images, "--images", 1, 100000)
-    sizes = _int_list(args.growth, "--growth", 1, 5000) if args.growth else []
+    sizes = _int_list(args.growth, "--growth", 3, 5000) if args.growth else []
+    shapes = _shape_list(args.growth_shapes)
+    if args.growth_samples < 2:
+        raise UsageError(f"--growth-samples must be at least 2, not {args.growth_samples}")
     path = _model_path(args)
     progress = lambda m: _err.print(f"[dim]{m}[/]")  # noqa: E731
     report = run_throughput(path, batch_images=batches, images=counts, device=args.device, dtype=args.dtype,
                             quantize=args.quantize, seed=args.seed, growth=sizes,
                             growth_dir=str(Path(args.out_dir or args.models_dir) / "generated-trees"),
-                            growth_samples=args.growth_samples, growth_timed=args.growth_timed, packing=args.packing,
+                            growth_samples=args.growth_samples, growth_timed=args.growth_timed,
+                            growth_shapes=shapes, packing=args.packing,
                             on_progress=progress)
     tables = [throughput_table(report)] + ([growth_table(report)] if report.growth else [])
     console = Console(highlight=False)
@@ -158,21 +172,26 @@ def throughput_table(report) -> Table:
 
 
 def growth_table(report) -> Table:
-    from explainer.benchmarks.growth import SHAPE
+    from explainer.benchmarks.growth import SHAPE_WORDS
 
     timed = any(g.seconds is not None for g in report.growth)
+    shapes = list(dict.fromkeys(g.shape for g in report.growth))
     table = Table(
         title="cost growth",
-        headers=["catalogue", "questions / image", "× smallest", "floor", "floor × smallest", "× floor",
-                 "rounds (mean)", "rounds (max)"]
+        headers=["shape", "catalogue", "questions / image", "× smallest", "sampled (± se)", "floor",
+                 "floor × smallest", "× floor", "rounds (mean)", "rounds (max)"]
         + (["s / image"] if timed else []),
-        footer=(f"generated trees of the shipped tree's kind ({SHAPE}); 2.4 artifacts per image at every size; "
-                "questions counted with the oracle" + (", seconds with the model at K=1" if timed else "")
+        footer=("generated trees, 2.4 artifacts per image at every size; "
+                + "; ".join(f"{s}: {SHAPE_WORDS[s]}" for s in shapes)
+                + ". questions / image: the exact expectation; sampled: the real engine walked by the oracle"
+                + (", seconds: the mean per image with the model at K=1, the shapes timed on the same images, "
+                   "interleaved" if timed else "")
                 + "; floor: the fewest questions any tree could average (the region choice + the entropy of the "
                   "artifact set in bits)."))
     for g in report.growth:
-        row = [g.artifacts, f"{g.questions:.2f}", f"{g.ratio_to_smallest:.2f}", f"{g.floor:.2f}",
-               f"{g.floor_ratio_to_smallest:.2f}", f"{g.questions / g.floor:.2f}", f"{g.rounds:.2f}", g.depth]
+        row = [g.shape, g.artifacts, f"{g.expected:.2f}", f"{g.ratio_to_smallest:.3f}",
+               f"{g.questions:.2f} ± {g.questions_se:.2f}", f"{g.floor:.2f}", f"{g.floor_ratio_to_smallest:.2f}",
+               f"{g.expected / g.floor:.2f}", f"{g.rounds:.2f}", g.depth]
         if timed:
             row.append("-" if g.seconds is None else f"{g.seconds:.3f}")
         table.add(*[str(c) for c in row])
@@ -200,6 +219,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how a round's yes/no questions are laid out (see explain --packing); run both to compare")
     t.add_argument("--growth", default="70,140,280",
                    help="catalogue sizes for the cost-growth table (generated trees); empty to skip")
+    t.add_argument("--growth-shapes", default="wide,cheapest",
+                   help="generated tree shapes: wide (the shipped tree's kind, few rounds), cheapest (fewest "
+                        "expected questions, more rounds); comma-separated")
     t.add_argument("--growth-samples", type=int, default=400, help="oracle walks per catalogue size")
     t.add_argument("--growth-timed", type=int, default=0, metavar="N",
                    help="also time N images per catalogue size with the model (K=1)")
