@@ -7,6 +7,8 @@ model with random weights. ``explain bench strategies`` prints the full table.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from explainer.bench import STRATEGIES, run_bench
@@ -34,8 +36,12 @@ def test_strategy_smoke(benchmark, tiny_path, strategy):
     benchmark.group = "strategies-tiny"
     report = benchmark.pedantic(run_bench, args=(tiny_path,), kwargs=dict(strategies=[strategy], n_images=1),
                                 rounds=1, iterations=1)
-    (s,) = report.summaries
     tree, mode = STRATEGIES[strategy]
+    if mode == "decision" and importlib.util.find_spec("transformers.decision") is None:
+        # transformers before 5.23 has no pipeline("decision"): the peer is listed as not available, not faked
+        assert report.summaries == [] and "no pipeline('decision')" in report.settings["unavailable"][strategy]
+        return
+    (s,) = report.summaries
     if tree == "direct":
         assert s.yes_no == 70 and s.rounds == 1
     else:
