@@ -201,3 +201,27 @@ def test_batch_images_gives_the_same_results_as_one_at_a_time(tmp_path, tiny_mod
     capsys.readouterr()
     assert main(_cmd(folder, vlm, det, tmp_path / "bad", "--batch-images", "0")) == 2
     assert "--batch-images: must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_a_named_image_that_does_not_exist_is_refused_before_any_model(tmp_path, capsys, monkeypatch):
+    import explainer.pipeline as pipeline
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("models were loaded for a run with nothing to explain")
+
+    monkeypatch.setattr(pipeline.Pipeline, "load", no_loading)
+    assert main([str(tmp_path / "imge.png"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == f"explain: error: {tmp_path / 'imge.png'}: no such file or folder"
+    assert main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--no-vlm"]) == 2
+    assert "a.png: no such file or folder (and 1 more named input(s) that do not exist)" in capsys.readouterr().err
+
+
+def test_a_missing_image_beside_real_ones_is_recorded_and_the_batch_goes_on(tmp_path, capsys):
+    folder = tmp_path / "in"
+    _images(folder, 1)
+    out = tmp_path / "out"
+    code = main([str(folder / "1.png"), str(folder / "2.png"), "--no-vlm", "--device", "cpu", "--out", str(out)])
+    assert code == 1
+    assert "2.png: image not found" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and sum(1 for r in records if r.get("error")) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
@@ -145,6 +146,12 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
             paths.append(p)
     if not paths:
         raise UsageError(f"no images found in {' '.join(args.images)}")
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if len(missing) == len(paths):
+        # nothing named exists (a typo): say so now, not after minutes of model loading; where only some are
+        # missing, the batch goes on and records them as failed, like any other bad file
+        more = f" (and {len(missing) - 1} more named input(s) that do not exist)" if len(missing) > 1 else ""
+        raise UsageError(f"{printable(str(missing[0]))}: no such file or folder{more}")
     return paths
 
 
