@@ -29,7 +29,7 @@ def _time(fn, repeat: int = 3) -> float:
 def main() -> None:
     from explainer import testing
     from explainer.answerers.base import ImageContext
-    from explainer.answerers.hf import VLMAnswerer, load_vlm
+    from explainer.answerers.hf import load_vlm
     from explainer.answerers.hf import prefix_cache as pc
     from explainer.bench import synthetic_images
 

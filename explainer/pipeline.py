@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from explainer.answerers.base import Answerer, AnswererError, ImageContext, supports_many_images
+from explainer.answerers.base import Answerer, AnswererError, ImageContext
 from explainer.engine import TreeRunner
 from explainer.engine.events import RoundFinished
 from explainer.engine.runner import DEFAULT_MAX_STEPS, WalkResult, explain_finding, probe_says_yes

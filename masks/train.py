@@ -18,7 +18,7 @@ from torch import nn
 from explainer.errors import RuntimeFailure, UsageError
 from explainer.outputs.names import printable
 from masks import checkpoint as ckpt
-from masks.config import ModelConfig, TrainConfig
+from masks.config import TrainConfig
 from masks.data import Augment, PairSet, UnreadableImage, find_pairs, load_pair, split_indices
 from masks.patchgan import PatchDiscriminator
 from masks.unet import UnetGenerator, init_weights

@@ -13,7 +13,6 @@ from explainer.trees import builtin_catalogue
 from explainer.trees.compiler import default_tree_path
 from explainer.stats.tree_cost import situations, tree_stats
 
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TREE = ROOT / "question_trees" / "cifake.yaml"

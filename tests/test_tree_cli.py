@@ -95,6 +95,24 @@ def test_stats_priors_file(tmp_path, capsys):
     assert "'Glowing thing' is not a catalogue artifact" in capsys.readouterr().err
 
 
+
+def test_stats_priors_file_is_read_like_any_hostile_input(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it would block forever
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as fh:
+        fh.truncate(64 * 1024 * 1024)  # sparse
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("Texture repetition patterns: 0.5\n  - not: [closed\n")
+    for path, problem in ((fifo, "priors file is not a regular file"), (big, "over the limit"),
+                          (broken, f"{broken}:2: not valid YAML"), (tmp_path / "none.yaml", "priors file not found")):
+        assert main(["tree", "stats", str(DEFAULT_TREE), "--priors", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and err.count("\n") == 1, err
+
+
 def test_schema_accepts_shipped_trees_and_matches_the_parser(capsys):
     assert main(["tree", "schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

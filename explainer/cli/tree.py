@@ -82,7 +82,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_walk(args: argparse.Namespace) -> int:
     from explainer.answerers.interactive import InteractiveAnswerer
     from explainer.answerers.scripted import ScriptedAnswerer
-    from explainer.engine import AnswerInferred, FindingMade, FindingWithdrawn, QuestionAnswered, RegionLocated, TreeRunner
+    from explainer.engine import AnswerInferred, FindingWithdrawn, QuestionAnswered, RegionLocated, TreeRunner
 
     try:
         tree = _compile(args.path, args)

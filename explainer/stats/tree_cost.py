@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from explainer.answerers.oracle import OracleAnswerer
 from explainer.engine.runner import DEFAULT_MAX_STEPS, TreeRunner
 from explainer.errors import UsageError
 from explainer.trees.compiler import CompiledTree, scope_key
 
+MAX_PRIORS_BYTES = 1024 * 1024  # one probability per catalogue artifact is a few KB
 MEAN_ARTIFACTS_PER_IMAGE = 2.4  # the mean of the seed team's published explanations
 
 
@@ -118,10 +117,10 @@ def longest_path(tree: CompiledTree, route: Mapping[str, str]) -> int:
 
 
 def load_priors(path: str | Path, tree: CompiledTree) -> dict[str, float]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read priors: {str(exc).splitlines()[0]}") from None
+    from explainer.safe_io import read_yaml_capped
+
+    # a priors file is a short mapping; like every input it must be a regular file within a cap
+    data = read_yaml_capped(path, MAX_PRIORS_BYTES, "priors file")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: priors are a mapping of catalogue name to probability")
     out = {}

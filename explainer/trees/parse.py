@@ -10,7 +10,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from explainer.trees.catalogue import Catalogue, catalogue_from_value
+from explainer.trees.catalogue import catalogue_from_value
 from explainer.trees.problems import Problem, format_path
 from explainer.trees.spec import LOCATE_KINDS, FollowUpSpec, NodeSpec, RegionSpec, Target, TreeSpec, Where
 from explainer.trees.yaml_source import YamlDocument, load_yaml
@@ -406,7 +406,7 @@ def _inside(base: Path, name: str, roots: tuple[Path, ...], bad, what: str) -> P
     allowed = [c for c in candidates if any(c.is_relative_to(r) for r in roots)]
     if not allowed:
         bad(f"{what} '{name}' is outside the tree's folder {roots[0]}"
-            + (f" and the --include-path folders" if len(roots) > 1 else "")
+            + (" and the --include-path folders" if len(roots) > 1 else "")
             + "; files are read only there (add a folder with --include-path)")
         return None
     for c in allowed:

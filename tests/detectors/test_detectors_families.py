@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from detectors.classifier import ClassifierConfig, build_classifier, default_cam_layer
+from detectors.classifier import ClassifierConfig, build_classifier
 from detectors.gradcam import GradCAM
 from detectors.stage import DetectorStage
 from explainer.cli import main

@@ -19,7 +19,6 @@ import torch
 
 from detectors.pipeline import batchnorm_stats_kept
 from detectors.stage import DetectorStage
-from explainer.cli import main
 
 SCALE = 4  # 32-px source -> 128-px classifier input
 

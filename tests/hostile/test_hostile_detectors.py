@@ -8,7 +8,6 @@ file, the key and the problem, exit 2, without allocating what the file asks for
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
