@@ -6,6 +6,7 @@ image's notes and the rest still runs; nothing is made up to fill the gap.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from explainer.engine.events import RoundFinished
 from explainer.engine.runner import DEFAULT_MAX_STEPS, WalkResult, explain_finding, probe_says_yes
 from explainer.errors import UsageError
 from explainer.images import LoadedImage, image_index
+from explainer.outputs.names import printable
 from explainer.trees import compile_tree
 from explainer.trees.compiler import CompiledTree, default_tree_path
 from explainer.trees.templates import ROI_WITH_BOX, ROI_WITHOUT_BOX  # one wording for `explain` and `tree walk`
@@ -323,8 +325,22 @@ def question_records(walk: WalkResult) -> list[dict[str, Any]]:
     return out
 
 
+def check_stage_paths(options: PipelineOptions) -> None:
+    """--detector, --sr and --mask must name something that exists: a typo is refused before the seconds of
+    importing timm, torchvision and scikit-learn that loading them costs. Everything else about the files
+    (format, caps, shapes) is checked by their loaders."""
+    for flag, value in (("--detector", options.detector), ("--sr", options.sr), ("--mask", options.mask)):
+        if value is None or os.path.lexists(value):
+            continue
+        # a mask checkpoint may be named by its stem (runs/masks/best -> best.safetensors + best.json)
+        if flag == "--mask" and os.path.lexists(f"{value}.safetensors"):
+            continue
+        raise UsageError(f"{printable(str(value))}: no such file or folder ({flag})")
+
+
 def load_stages(options: PipelineOptions) -> tuple[Any, Any]:
     """(detector stage, mask predictor) from --detector/--sr/--mask: every file checked against its caps as it loads."""
+    check_stage_paths(options)
     from detectors import DetectorStage
     from masks import MaskPredictor
 

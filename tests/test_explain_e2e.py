@@ -225,3 +225,37 @@ def test_a_missing_image_beside_real_ones_is_recorded_and_the_batch_goes_on(tmp_
     assert "2.png: image not found" in capsys.readouterr().err
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 2 and sum(1 for r in records if r.get("error")) == 1
+
+
+_FRESH_MAIN = """
+import sys
+from explainer.cli import main
+code = main(sys.argv[1:])
+heavy = sorted(m for m in ("timm", "skops", "sklearn", "torchvision", "transformers") if m in sys.modules)
+print("imported:", ",".join(heavy))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("flag", ["--detector", "--sr", "--mask"])
+def test_a_stage_path_that_does_not_exist_is_refused_before_the_heavy_imports(tmp_path, flag):
+    """A typo in --detector/--sr/--mask: one line, exit 2, without first importing timm, torchvision and
+    scikit-learn (seconds in a fresh process), so in well under a second of work."""
+    image = tmp_path / "1.png"
+    Image.new("RGB", (32, 32)).save(image)
+    missing = tmp_path / "typo.safetensors"
+    run = subprocess.run([sys.executable, "-c", _FRESH_MAIN, str(image), flag, str(missing), "--device", "cpu"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip() == f"explain: error: {missing}: no such file or folder ({flag})"
+    assert run.stdout.strip() == "imported:", run.stdout
+
+
+def test_a_mask_named_by_its_stem_passes_the_early_check(tmp_path, capsys):
+    """--mask runs/masks/best names best.safetensors + best.json: the early check must not refuse the stem;
+    the mask loader then judges the files (here the .json is missing)."""
+    image = tmp_path / "1.png"
+    Image.new("RGB", (32, 32)).save(image)
+    (tmp_path / "best.safetensors").write_bytes(b"")
+    assert main([str(image), "--mask", str(tmp_path / "best"), "--no-vlm", "--device", "cpu"]) == 2
+    assert "no mask checkpoint there (need best.safetensors and best.json)" in capsys.readouterr().err
