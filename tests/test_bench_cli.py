@@ -80,6 +80,7 @@ def test_bench_throughput_grid_plot_and_growth(tmp_path, capsys):
     assert growth["cheapest", 280]["expected"] < growth["wide", 280]["expected"]
     assert blob["settings"]["growth_shapes"] == ["wide", "cheapest"]
     assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | 3 |" in (out / "throughput.md").read_text()
 
 
@@ -126,3 +127,4 @@ def test_bench_throughput_with_exact_packing(tmp_path, capsys):
     assert code == 0
     assert "packing exact" in capsys.readouterr().out
     assert json.loads((out / "throughput.json").read_text())["settings"]["packing"] == "exact"
+    assert (out / "throughput.png").exists() and not (out / "growth.png").exists()  # no growth rows, no plot

@@ -211,8 +211,6 @@ def plot_throughput(report: ThroughputReport, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from explainer.safe_io import atomic_write_bytes
-
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for n in report.settings["images"]:
         pts = sorted((p for p in report.points if p.images == n), key=lambda p: p.batch_images)
@@ -228,7 +226,44 @@ def plot_throughput(report: ThroughputReport, path) -> None:
     ax.set_ylim(bottom=0)  # from zero: a 10% gain should look like one
     ax.grid(True, alpha=0.3)
     ax.legend()
+    _save_png(fig, path)
+
+
+def plot_growth(report: ThroughputReport, path) -> None:
+    """Questions per image against catalogue size (log scale), one line per tree shape and the entropy floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    shapes = list(dict.fromkeys(g.shape for g in report.growth))
+    for shape in shapes:
+        rows = sorted((g for g in report.growth if g.shape == shape), key=lambda g: g.artifacts)
+        ax.plot([g.artifacts for g in rows], [g.expected for g in rows], marker="o",
+                label=f"{shape} ({rows[-1].ratio_to_smallest:.4f}x at {rows[-1].artifacts})")
+    floor = sorted({(g.artifacts, g.floor) for g in report.growth if g.shape == shapes[0]})
+    ax.plot([a for a, _ in floor], [f for _, f in floor], linestyle="--", color="gray",
+            label=f"entropy floor ({floor[-1][1] / floor[0][1]:.4f}x)")
+    sizes = [a for a, _ in floor]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("artifacts in the catalogue (2.4 per image at every size)")
+    ax.set_ylabel("questions per image (exact expectation)")
+    ax.set_title("cost growth of generated trees: a straight line on a log axis grows like the depth", fontsize=9)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    _save_png(fig, path)
+
+
+def _save_png(fig, path) -> None:
     import io
+
+    import matplotlib.pyplot as plt
+
+    from explainer.safe_io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.tight_layout()

@@ -110,7 +110,7 @@ def _shape_list(text: str) -> list[str]:
 
 
 def cmd_throughput(args: argparse.Namespace) -> int:
-    from explainer.benchmarks.throughput import plot_throughput, run_throughput
+    from explainer.benchmarks.throughput import plot_growth, plot_throughput, run_throughput
     from explainer.safe_io import atomic_write_text
 
     batches = _int_list(args.batch_images, "--batch-images", 1, 256)
@@ -141,7 +141,10 @@ def cmd_throughput(args: argparse.Namespace) -> int:
         atomic_write_text(out / "throughput.json", json.dumps(report.to_dict(), indent=2))
         atomic_write_text(out / "throughput.md", "\n\n".join(t.markdown() for t in tables) + "\n")
         plot_throughput(report, out / "throughput.png")
-        _err.print(f"wrote {out / 'throughput.json'}, throughput.md and throughput.png")
+        if report.growth:
+            plot_growth(report, out / "growth.png")
+        _err.print(f"wrote {out / 'throughput.json'}, throughput.md, throughput.png"
+                   + (" and growth.png" if report.growth else ""))
     return 0
 
 
