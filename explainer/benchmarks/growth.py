@@ -70,6 +70,11 @@ def _split(items: list, parts: int) -> list[list]:
     return chunks
 
 
+def synthetic_names(n_artifacts: int) -> list[str]:
+    """The generated catalogue's names, in order ("Synthetic artifact 017")."""
+    return [f"Synthetic artifact {i:03d}" for i in range(1, n_artifacts + 1)]
+
+
 def wide_hierarchy(members: list[str], top: int = TOP_GATES, fanout: int = FANOUT) -> list[Hierarchy]:
     """The shipped tree's kind: ``top`` balanced gates under the root, each splitting ``fanout`` ways down."""
 
@@ -92,7 +97,7 @@ def region_hierarchies(n_artifacts: int, shape: str = "wide", fanout: int = FANO
     if fanout < 2 or top < 1 or n_artifacts < len(REGIONS):
         raise ValueError(f"need fanout >= 2, top >= 1 and at least {len(REGIONS)} artifacts; "
                          f"got fanout {fanout}, top {top}, {n_artifacts} artifacts")
-    names = [f"Synthetic artifact {i:03d}" for i in range(1, n_artifacts + 1)]
+    names = synthetic_names(n_artifacts)
     per_region = {r: names[i::len(REGIONS)] for i, r in enumerate(REGIONS)}
     if shape == "cheapest":
         return {r: cheapest_tree_hierarchy(m) for r, m in per_region.items()}
@@ -126,7 +131,7 @@ def generate_tree(folder: str | Path, n_artifacts: int, fanout: int = FANOUT, to
     hierarchies = region_hierarchies(n_artifacts, shape, fanout, top)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"Synthetic artifact {i:03d}" for i in range(1, n_artifacts + 1)]
+    names = synthetic_names(n_artifacts)
     catalogue = [{"name": n, "description": f"the image shows synthetic defect number {i}"}
                  for i, n in enumerate(names, 1)]
     nodes: dict[str, Any] = {
